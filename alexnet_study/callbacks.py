@@ -1,0 +1,75 @@
+"""Callbacks: per-epoch wall time, training throughput and the metrics history of a run."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import lightning as L
+import torch
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class EpochRecorder(L.Callback):
+    """Logs ``time/epoch_s`` (wall time of an epoch, validation included), ``time/train_s`` and
+    ``time/images_per_s`` (training batches only: forward, backward, optimizer step), and keeps
+    one record per epoch (those times plus every epoch-level metric) in ``history``.
+
+    It synchronizes the device twice per epoch (at its start and after its last training
+    batch), never per step.
+    """
+
+    def __init__(self) -> None:
+        self.history: list[dict[str, float]] = []
+        self._epoch_start = self._train_end = 0.0
+        self._images = 0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        _synchronize(pl_module.device)
+        self._epoch_start = time.perf_counter()
+        self._train_end = 0.0
+        self._images = 0
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        self._images += int(batch[0].shape[0])  # shape is host metadata: no sync
+        if batch_idx + 1 >= trainer.num_training_batches:
+            _synchronize(pl_module.device)
+            self._train_end = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        now = time.perf_counter()
+        train_s = (self._train_end or now) - self._epoch_start
+        record = {
+            "epoch": float(trainer.current_epoch),
+            "epoch_s": now - self._epoch_start,
+            "train_s": train_s,
+            "images": float(self._images),
+            "images_per_s": self._images / train_s if train_s > 0 else 0.0,
+        }
+        for name, value in trainer.callback_metrics.items():
+            if value.numel() == 1 and not name.endswith("_step"):
+                record[name.removesuffix("_epoch")] = float(value)
+        self.history.append(record)
+        pl_module.log("time/epoch_s", record["epoch_s"])
+        pl_module.log("time/train_s", record["train_s"])
+        pl_module.log("time/images_per_s", record["images_per_s"])
+
+    def summary(self) -> dict[str, float]:
+        """Totals over the fit: training seconds, images and images/s (first epoch included)."""
+        train_s = sum(r["train_s"] for r in self.history)
+        images = sum(r["images"] for r in self.history)
+        steady = self.history[1:] or self.history
+        steady_s = sum(r["train_s"] for r in steady)
+        return {
+            "train_time_s": train_s,
+            "images_seen": images,
+            "images_per_s": images / train_s if train_s else 0.0,
+            # the first epoch pays for warm-up (cuDNN autotuning, compilation): report both
+            "images_per_s_after_first_epoch": sum(r["images"] for r in steady) / steady_s if steady_s else 0.0,
+        }

@@ -1,0 +1,64 @@
+"""Where the configs live, the resolvers they use, and composing them outside the command line."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def config_dir() -> Path:
+    """The ``conf/`` directory: shipped inside the wheel as ``alexnet_study/conf``, or the
+    repository's top-level ``conf/`` in a source checkout (editable install)."""
+    for candidate in (PACKAGE_DIR / "conf", PACKAGE_DIR.parent / "conf"):
+        if (candidate / "config.yaml").is_file():
+            return candidate
+    raise FileNotFoundError(f"no conf/config.yaml next to {PACKAGE_DIR} or inside it; the installation is incomplete")
+
+
+def uses_cuda(accelerator: str = "auto") -> bool:
+    """Whether Lightning will train on a CUDA GPU for this ``trainer.accelerator``."""
+    return accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+
+
+def auto_precision(accelerator: str = "auto") -> str:
+    """bf16 mixed precision on GPUs that have it, fp16 mixed on older GPUs, fp32 on the CPU."""
+    if not uses_cuda(accelerator):
+        return "32-true"
+    return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+
+
+def register_resolvers() -> None:
+    """``${auto_precision:${trainer.accelerator}}`` and ``${uses_cuda:...}`` in the configs."""
+    OmegaConf.register_new_resolver("auto_precision", auto_precision, replace=True)
+    OmegaConf.register_new_resolver("uses_cuda", uses_cuda, replace=True)
+
+
+register_resolvers()
+
+
+def compose(
+    overrides: Sequence[str] = (), output_dir: str | Path | None = None, config_name: str = "config"
+) -> DictConfig:
+    """Compose a config exactly as ``python -m alexnet_study OVERRIDES`` would (for notebooks and tests).
+
+    ``output_dir`` stands in for the run directory Hydra would create (``paths.output_dir``).
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(config_dir()), job_name="alexnet_study"):
+        cfg = hydra_compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
+    if output_dir is not None:
+        with open_dict(cfg):
+            cfg.hydra.runtime.output_dir = str(output_dir)
+            cfg.hydra.job.num = 0
+    HydraConfig.instance().set_config(cfg)
+    return cfg

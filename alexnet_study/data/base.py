@@ -1,0 +1,268 @@
+"""The data contract: whole splits held as uint8 tensors, batches as shuffled index slices.
+
+A :class:`DeviceDataModule` decodes its dataset once (subclasses implement :meth:`load`), moves
+each split to the training device (GPU when there is one), and hands out uint8 NCHW batches at
+the stored size. :class:`~alexnet_study.data.transforms.DeviceTransform` turns them into the
+model's input in ``on_after_batch_transfer``, batched, on that device.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import lightning as L
+import torch
+
+from alexnet_study.data.transforms import Augment, DeviceTransform
+from alexnet_study.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Split:
+    """One split: ``images`` uint8 (N, C, H, W), ``labels`` int64 (N,)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
+            raise TypeError(f"images must be uint8 NCHW, got {self.images.dtype} {tuple(self.images.shape)}")
+        if self.labels.shape != (self.images.shape[0],):
+            raise ValueError(f"{self.images.shape[0]} images but labels of shape {tuple(self.labels.shape)}")
+        self.labels = self.labels.long()
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def subset(self, index: torch.Tensor) -> Split:
+        return Split(self.images[index], self.labels[index])
+
+    def to(self, device: torch.device | str) -> Split:
+        return Split(self.images.to(device, non_blocking=True), self.labels.to(device, non_blocking=True))
+
+
+@dataclass
+class Dataset:
+    """What a loader returns: the splits it has (``val``/``test`` may be absent) and class names."""
+
+    train: Split
+    classes: list[str]
+    val: Split | None = None
+    test: Split | None = None
+    info: dict[str, object] = field(default_factory=dict)
+
+
+def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split indices into (kept, held out) with ``round(fraction * n_c)`` held out of each class ``c``.
+
+    Seeded and independent of the global RNG, so the same seed always gives the same split.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise ConfigError(f"data.val_fraction={fraction}: must be in [0, 1)")
+    generator = torch.Generator().manual_seed(seed)
+    kept, held = [], []
+    for cls in torch.unique(labels).tolist():
+        members = torch.nonzero(labels == cls).flatten()
+        members = members[torch.randperm(len(members), generator=generator)]
+        n_held = round(fraction * len(members))
+        held.append(members[:n_held])
+        kept.append(members[n_held:])
+    return torch.cat(kept).sort().values, torch.cat(held).sort().values
+
+
+class EpochSampler:
+    """The index order of one epoch, for this rank. Lightning calls :meth:`set_epoch` each epoch.
+
+    Shuffled orders are seeded by ``seed + epoch`` (reproducible, and the same on every rank,
+    which then takes every ``world_size``-th index starting at its ``rank``). With ``even``
+    the order is first cut to a multiple of ``world_size``, so every rank gets as many samples
+    (and runs as many training steps) as the others.
+    """
+
+    def __init__(
+        self, size: int, shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1, even: bool = False
+    ) -> None:
+        self.size, self.shuffle, self.seed = size, shuffle, seed
+        self.rank, self.world_size, self.even = rank, world_size, even
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _used(self) -> int:
+        return self.size - self.size % self.world_size if self.even else self.size
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self._used(), self.world_size))
+
+    def indices(self) -> torch.Tensor:
+        if self.shuffle:
+            order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        else:
+            order = torch.arange(self.size)
+        return order[: self._used()][self.rank :: self.world_size]
+
+
+class DeviceBatchLoader:
+    """Iterates (images, labels) batches as index slices of a (device-resident) :class:`Split`.
+
+    The per-epoch index order is copied to the data's device once; every batch is then an
+    ``index_select`` there, with no host work per sample and no host-device sync.
+    """
+
+    def __init__(self, split: Split, batch_size: int, sampler: EpochSampler, drop_last: bool = False) -> None:
+        if batch_size < 1:
+            raise ConfigError(f"data.batch_size={batch_size}: must be >= 1")
+        self.split, self.batch_size, self.sampler, self.drop_last = split, batch_size, sampler, drop_last
+        # Lightning inspects DataLoader-like objects: the sampler (for set_epoch) and this one.
+        self.batch_sampler = None
+
+    def __len__(self) -> int:
+        full, rest = divmod(len(self.sampler), self.batch_size)
+        return full if self.drop_last or not rest else full + 1
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = self.sampler.indices().to(self.split.images.device, non_blocking=True)
+        for batch in range(len(self)):
+            index = order[batch * self.batch_size : (batch + 1) * self.batch_size]
+            yield self.split.images.index_select(0, index), self.split.labels.index_select(0, index)
+
+
+class DeviceDataModule(L.LightningDataModule):
+    """Base for every dataset: decode once (:meth:`load`), hold uint8 splits, transform on device.
+
+    Args:
+        num_classes: classes the config expects; checked against the loaded dataset.
+        batch_size: training batch size (per device); ``eval_batch_size`` defaults to it.
+        image_size: the model's input side; batches are resized to it on the device.
+        val_fraction: share of each training class held out for validation when the dataset
+            has no validation split of its own (0 disables validation).
+        seed: seeds the validation split and the shuffling.
+        normalize: ``imagenet`` or ``half`` (0.5/0.5).
+        eval_crop: fraction of the stored side the evaluation centre crop keeps.
+        aug: training augmentation (``aug=`` config group).
+        on_device: hold the splits on the training device (else on the host, copied per batch).
+    """
+
+    name = "dataset"
+
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        batch_size: int = 128,
+        image_size: int = 227,
+        eval_batch_size: int | None = None,
+        val_fraction: float = 0.1,
+        seed: int = 0,
+        normalize: str = "imagenet",
+        eval_crop: float = 1.0,
+        aug: Augment | None = None,
+        on_device: bool = True,
+        drop_last: bool = True,
+    ) -> None:
+        super().__init__()
+        for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+            if key == "eval_batch_size" and value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"data.{key}={value!r}: must be an integer >= 1")
+        if not 0.0 <= val_fraction < 1.0:
+            raise ConfigError(f"data.val_fraction={val_fraction}: must be in [0, 1)")
+        self.num_classes = num_classes
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.val_fraction = val_fraction
+        self.seed = seed
+        self.on_device = on_device
+        self.drop_last = drop_last
+        self.transform = DeviceTransform(image_size, normalize=normalize, eval_crop=eval_crop, augment=aug)
+        self.dataset: Dataset | None = None
+        self._on_device: dict[tuple[str, str], Split] = {}
+
+    # -- subclasses --------------------------------------------------------------------------
+    def load(self) -> Dataset:
+        """Decode the dataset into uint8 CPU tensors (called once, in :meth:`setup`)."""
+        raise NotImplementedError
+
+    # -- Lightning hooks ---------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if self.dataset is not None:
+            return
+        dataset = self.load()
+        found = len(dataset.classes)
+        if found != self.num_classes:
+            raise DataError(
+                f"{self.name}: found {found} classes but data.num_classes={self.num_classes}; "
+                f"set data.num_classes={found} (classes: {', '.join(dataset.classes[:10])}{', ...' if found > 10 else ''})"
+            )
+        if dataset.val is None and self.val_fraction > 0:
+            kept, held = stratified_split(dataset.train.labels, self.val_fraction, self.seed)
+            dataset.val, dataset.train = dataset.train.subset(held), dataset.train.subset(kept)
+        self.dataset = dataset
+        sizes = ", ".join(f"{name} {len(s)}" for name, s in self.splits().items())
+        log.info(
+            "%s: %s images, %d classes, stored as %s uint8",
+            self.name,
+            sizes,
+            found,
+            tuple(dataset.train.images.shape[1:]),
+        )
+
+    def splits(self) -> dict[str, Split]:
+        """The splits present after :meth:`setup`, by name."""
+        if self.dataset is None:
+            raise RuntimeError("call setup() first")
+        named = {"train": self.dataset.train, "val": self.dataset.val, "test": self.dataset.test}
+        return {name: split for name, split in named.items() if split is not None}
+
+    @property
+    def classes(self) -> list[str]:
+        if self.dataset is None:
+            raise RuntimeError("call setup() first")
+        return self.dataset.classes
+
+    def train_dataloader(self) -> DeviceBatchLoader:
+        return self._loader("train", self.batch_size, shuffle=True, drop_last=self.drop_last)
+
+    def val_dataloader(self) -> DeviceBatchLoader | list:
+        return self._loader("val", self.eval_batch_size) if "val" in self.splits() else []
+
+    def test_dataloader(self) -> DeviceBatchLoader | list:
+        return self._loader("test", self.eval_batch_size) if "test" in self.splits() else []
+
+    def predict_dataloader(self) -> DeviceBatchLoader | list:
+        return self.test_dataloader()
+
+    def on_after_batch_transfer(
+        self, batch: tuple[torch.Tensor, torch.Tensor], dataloader_idx: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels = batch
+        if self.transform.mean.device != images.device:
+            self.transform.to(images.device)
+        training = self.trainer is not None and self.trainer.training
+        return self.transform(images, train=training), labels
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _device(self) -> torch.device:
+        if self.on_device and self.trainer is not None:
+            return self.trainer.strategy.root_device
+        return torch.device("cpu")
+
+    def _loader(self, name: str, batch_size: int, shuffle: bool = False, drop_last: bool = False) -> DeviceBatchLoader:
+        device = self._device()
+        key = (name, str(device))
+        if key not in self._on_device:
+            self._on_device[key] = self.splits()[name].to(device)
+        split = self._on_device[key]
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
+        sampler = EpochSampler(len(split), shuffle=shuffle, seed=self.seed, rank=rank, world_size=world, even=drop_last)
+        if drop_last and len(sampler) < batch_size:
+            raise ConfigError(
+                f"data.batch_size={batch_size}: larger than the {name} split on this device ({len(sampler)} images)"
+            )
+        return DeviceBatchLoader(split, batch_size, sampler, drop_last=drop_last)

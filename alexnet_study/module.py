@@ -1,0 +1,153 @@
+"""``ImageClassifier``: the LightningModule every study trains (loss, optimizer, schedule, metrics)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+SchedulerFactory = Callable[..., Any]
+
+
+class ImageClassifier(L.LightningModule):
+    """Wraps a network for classification.
+
+    Args:
+        net: the network (any ``nn.Module`` mapping images to logits).
+        loss: a module ``loss(logits, target_indices)`` (``conf/loss``).
+        optimizer: a partial taking the trainable parameters (``conf/optim``, ``_partial_: true``).
+        scheduler: a partial taking the optimizer, or ``None`` (``conf/sched``). A partial whose
+            ``total_steps`` is ``None`` (OneCycleLR) gets the trainer's total step count.
+        scheduler_interval: ``epoch`` or ``step``; ``scheduler_monitor``: the metric a
+            ReduceLROnPlateau watches.
+        num_classes: for the metrics; top-5 accuracy is logged when there are at least 5.
+        compile: ``torch.compile`` the network in place (its ``state_dict`` keys do not change).
+        channels_last: run convolutions in NHWC memory layout (faster with mixed precision on GPU).
+        hparams: plain values to record with checkpoints and loggers (the resolved config).
+
+    Metrics stay on the device until an epoch ends: nothing in the step forces a host sync.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        loss: nn.Module,
+        optimizer: OptimizerFactory,
+        num_classes: int,
+        scheduler: SchedulerFactory | None = None,
+        scheduler_interval: str = "epoch",
+        scheduler_monitor: str | None = None,
+        compile: bool = False,
+        channels_last: bool = False,
+        hparams: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if hparams:
+            self.save_hyperparameters(dict(hparams), logger=False)
+        self.net = net
+        self.loss = loss
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.scheduler_interval = scheduler_interval
+        self.scheduler_monitor = scheduler_monitor
+        self.compile_net = compile
+        self.channels_last = channels_last
+        self.num_classes = num_classes
+
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_loss = MeanMetric()
+        self.val_acc_best = MaxMetric()
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_top5 = MulticlassAccuracy(num_classes, top_k=5, average="micro") if num_classes >= 5 else None
+        self.test_per_class = MulticlassAccuracy(num_classes, average=None)
+        self.test_confusion = MulticlassConfusionMatrix(num_classes)
+        self.test_loss = MeanMetric()
+        self.test_report: dict[str, Any] = {}
+
+    def configure_model(self) -> None:
+        if self.channels_last:
+            self.net.to(memory_format=torch.channels_last)
+        if self.compile_net and not getattr(self, "_compiled", False):
+            self.net.compile()
+            self._compiled = True
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return self.net(images)
+
+    def compute_loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(loss, logits, target) for a transformed batch."""
+        images, target = batch
+        logits = self(images)
+        return self.loss(logits, target), logits, target
+
+    # -- training ----------------------------------------------------------------------------
+    def on_train_start(self) -> None:
+        # The sanity-check validation must not count as a "best" epoch.
+        self.val_acc_best.reset()
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, logits, target = self.compute_loss(batch)
+        self.train_acc.update(logits, target)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
+        # A CPU tensor: logging a Python float would copy it to the GPU, a host sync every step.
+        self.log("lr", torch.tensor(self.optimizers().param_groups[0]["lr"]), on_step=True, on_epoch=False)
+        return loss
+
+    # -- validation --------------------------------------------------------------------------
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        loss, logits, target = self.compute_loss(batch)
+        self.val_loss.update(loss, weight=target.shape[0])
+        self.val_acc.update(logits, target)
+        self.log("val/loss", self.val_loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log("val/acc", self.val_acc, on_step=False, on_epoch=True, prog_bar=True)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        self.val_acc_best.update(self.val_acc.compute())
+        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
+
+    # -- test --------------------------------------------------------------------------------
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        loss, logits, target = self.compute_loss(batch)
+        self.test_loss.update(loss, weight=target.shape[0])
+        self.test_acc.update(logits, target)
+        self.test_per_class.update(logits, target)
+        self.test_confusion.update(logits, target)
+        self.log("test/loss", self.test_loss, on_step=False, on_epoch=True)
+        self.log("test/acc", self.test_acc, on_step=False, on_epoch=True)
+        if self.test_top5 is not None:
+            self.test_top5.update(logits, target)
+            self.log("test/acc_top5", self.test_top5, on_step=False, on_epoch=True)
+
+    def on_test_epoch_end(self) -> None:
+        self.test_report = {
+            "per_class_acc": self.test_per_class.compute().tolist(),
+            "confusion_matrix": self.test_confusion.compute().tolist(),
+        }
+        self.test_per_class.reset()
+        self.test_confusion.reset()
+
+    # -- optimization ------------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory([p for p in self.parameters() if p.requires_grad])
+        if self.scheduler_factory is None:
+            return optimizer
+        extra = {}
+        if getattr(self.scheduler_factory, "keywords", {}).get("total_steps", 0) is None:
+            extra["total_steps"] = int(self.trainer.estimated_stepping_batches)
+        scheduler = self.scheduler_factory(optimizer, **extra)
+        config: dict[str, Any] = {"scheduler": scheduler, "interval": self.scheduler_interval}
+        if self.scheduler_monitor:
+            config["monitor"] = self.scheduler_monitor
+        return {"optimizer": optimizer, "lr_scheduler": config}

@@ -1,0 +1,189 @@
+"""``run(cfg)``: build everything a config names, fit, test, and write ``metrics.json``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate as hydra_instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from alexnet_study.callbacks import EpochRecorder
+from alexnet_study.data.base import DeviceDataModule
+from alexnet_study.errors import StudyError
+from alexnet_study.models.builder import count_parameters
+from alexnet_study.module import ImageClassifier
+
+log = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.json"
+
+
+def instantiate(config: Any, *args: Any, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` that lets a user error from the target surface as itself.
+
+    Hydra wraps whatever a target raises in an ``InstantiationException``; a :class:`StudyError`
+    already says exactly what to change, so it is re-raised unwrapped.
+    """
+    try:
+        return hydra_instantiate(config, *args, **kwargs)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, StudyError):
+            raise err.__cause__ from None
+        raise
+
+
+def build_module(cfg: DictConfig) -> ImageClassifier:
+    """The LightningModule for a config: network, loss, optimizer and schedule from their groups."""
+    net = instantiate(cfg.model)
+    scheduler = instantiate(cfg.sched.scheduler) if cfg.sched.get("scheduler") else None
+    hparams = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(hparams, dict)
+    hparams.pop("hydra", None)
+    return ImageClassifier(
+        net=net,
+        loss=instantiate(cfg.loss),
+        optimizer=instantiate(cfg.optim),
+        num_classes=cfg.data.num_classes,
+        scheduler=scheduler,
+        scheduler_interval=cfg.sched.get("interval", "epoch"),
+        scheduler_monitor=cfg.sched.get("monitor"),
+        compile=cfg.get("compile", False),
+        channels_last=cfg.get("channels_last", False),
+        hparams=hparams,
+    )
+
+
+def build_trainer(cfg: DictConfig, extra_callbacks: list[L.Callback] = ()) -> L.Trainer:
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+    return instantiate(cfg.trainer, callbacks=[*callbacks, *extra_callbacks], logger=loggers or False)
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Train and test as ``cfg`` says; return the metrics also written to ``metrics.json``.
+
+    ``metrics.json`` is written even when the run fails or is interrupted (with its status),
+    so a sweep's report can show every job.
+    """
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    metrics: dict[str, Any] = {
+        "status": "failed",
+        "error": None,
+        "seed": cfg.get("seed"),
+        "started_at": _now(),
+    }
+    trainer: L.Trainer | None = None
+    recorder = EpochRecorder()
+    try:
+        if cfg.get("seed") is not None:
+            L.seed_everything(cfg.seed, workers=True)
+        # The model first: a bad model config fails in milliseconds, before any data is read.
+        module = build_module(cfg)
+        total, trainable = count_parameters(module.net)
+        metrics.update(params_total=total, params_trainable=trainable)
+        log.info("model %s: %s parameters, %s trainable", cfg.model.get("name", "?"), f"{total:,}", f"{trainable:,}")
+
+        datamodule: DeviceDataModule = instantiate(cfg.data)
+        trainer = build_trainer(cfg, [recorder])
+        metrics.update(device=_device_name(trainer), precision=str(trainer.precision))
+        for lg in trainer.loggers:
+            lg.log_metrics({"params/total": total, "params/trainable": trainable}, step=0)
+
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        if trainer.interrupted:
+            metrics["status"] = "interrupted"
+        else:
+            metrics.update(_fit_metrics(trainer, module))
+            if cfg.get("test", True) and "test" in datamodule.splits():
+                best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+                trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
+                metrics.update(_test_metrics(trainer, module, datamodule.classes, output_dir))
+                metrics["tested_checkpoint"] = best or "final weights"
+            metrics["status"] = "ok"
+    except BaseException as err:
+        message = str(err).strip()
+        metrics["error"] = f"{type(err).__name__}: {message.splitlines()[0] if message else ''}"
+        # Lightning turns Ctrl-C into a graceful stop followed by SystemExit.
+        stopped = isinstance(err, KeyboardInterrupt) or (trainer is not None and trainer.interrupted)
+        metrics["status"] = "interrupted" if stopped else "failed"
+        raise
+    finally:
+        metrics.update(recorder.summary())
+        metrics["history"] = recorder.history
+        metrics["epochs_run"] = len(recorder.history)
+        metrics["wall_time_s"] = time.perf_counter() - started
+        metrics["finished_at"] = _now()
+        if trainer is None or trainer.is_global_zero:
+            write_metrics(output_dir / METRICS_FILE, metrics)
+    return metrics
+
+
+def _fit_metrics(trainer: L.Trainer, module: ImageClassifier) -> dict[str, Any]:
+    last = _scalars(trainer.callback_metrics)
+    best = module.val_acc_best.compute().item() if module.val_acc_best.update_called else None
+    return {
+        "best_val_acc": best,
+        "val_acc": last.get("val/acc"),
+        "val_loss": last.get("val/loss"),
+        "train_loss": last.get("train/loss_epoch"),
+        "train_acc": last.get("train/acc"),
+    }
+
+
+def _test_metrics(trainer: L.Trainer, module: ImageClassifier, classes: list[str], output_dir: Path) -> dict[str, Any]:
+    last = _scalars(trainer.callback_metrics)
+    report = module.test_report
+    confusion = report.get("confusion_matrix")
+    if confusion is not None:
+        lines = [",".join(["true\\predicted", *classes])]
+        lines += [",".join([name, *map(str, row)]) for name, row in zip(classes, confusion, strict=True)]
+        (output_dir / "confusion_matrix.csv").write_text("\n".join(lines) + "\n")
+    return {
+        "test_acc": last.get("test/acc"),
+        "test_acc_top5": last.get("test/acc_top5"),
+        "test_loss": last.get("test/loss"),
+        "per_class_acc": dict(zip(classes, report.get("per_class_acc", []), strict=True)),
+    }
+
+
+def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if not (isinstance(v, torch.Tensor) and v.numel() != 1)}
+
+
+def write_metrics(path: Path, metrics: dict[str, Any]) -> None:
+    """Write ``metrics.json`` atomically; NaN and infinities become ``null`` (valid JSON)."""
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [clean(v) for v in value]
+        return value
+
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(clean(metrics), indent=2) + "\n")
+    tmp.replace(path)
+
+
+def _device_name(trainer: L.Trainer) -> str:
+    device = trainer.strategy.root_device
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return device.type
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

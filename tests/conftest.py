@@ -1,0 +1,78 @@
+"""Shared fixtures: configs composed as the command line composes them, at tiny sizes."""
+
+from __future__ import annotations
+
+import os
+import tarfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import DictConfig
+
+from alexnet_study.config import compose
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("ALEXNET_STUDY_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+# A small network and dataset that train in a second or two on a 2-core CPU.
+TINY = [
+    "model=convnet",
+    "model.input_size=16",
+    "model.layers=[{out_channels:8,kernel_size:3,padding:1,pool:{kernel_size:2,stride:2}},"
+    "{out_channels:16,kernel_size:3,padding:1,pool:{kernel_size:2,stride:2}}]",
+    "model.hidden=[32]",
+    "model.dropout=[0.0]",
+    "data=synthetic",
+    "data.stored_size=16",
+    "data.train_size=320",
+    "data.val_size=80",
+    "data.test_size=80",
+    "data.batch_size=32",
+    "trainer=cpu",
+    "trainer.max_epochs=2",
+    "trainer.enable_model_summary=false",
+    "~callbacks.progress_bar",
+    "trainer.enable_progress_bar=false",
+]
+
+
+@pytest.fixture(autouse=True)
+def _few_threads() -> None:
+    # Tiny tensors: thread start-up costs more than it saves, and CI has two cores.
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture
+def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
+    """Compose ``conf/config.yaml`` with overrides; the run dir and data dirs live in ``tmp_path``."""
+
+    def make(*overrides: str, tiny: bool = False) -> DictConfig:
+        base = [*TINY] if tiny else []
+        paths = [f"paths.root_dir={tmp_path}"]
+        return compose([*paths, *base, *overrides], output_dir=tmp_path / "run")
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def cifar10_jpg_subset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The first 100 training and 50 test JPEGs of each CIFAR-10 class from ../shared/data (skip if absent)."""
+    archive = SHARED_DATA / "cifar10-jpg.tar.gz"
+    if not archive.is_file():
+        pytest.skip(f"{archive} not found (real-data tests need ../shared/data)")
+    target = tmp_path_factory.mktemp("cifar10")
+    per_split = {"train": 100, "test": 50}
+    counts: dict[tuple[str, str], int] = {}
+    with tarfile.open(archive) as tar:
+        for member in tar:
+            parts = Path(member.name).parts
+            if not member.isfile() or len(parts) != 4:
+                continue
+            _, split, cls, _ = parts
+            key = (split, cls)
+            if counts.get(key, 0) < per_split.get(split, 0):
+                counts[key] = counts.get(key, 0) + 1
+                tar.extract(member, target, filter="data")
+    return target / "cifar10-jpg"

@@ -1,0 +1,123 @@
+"""Every config composes and instantiates; conf/ is found in a checkout and in an installed wheel."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from alexnet_study.config import auto_precision, config_dir
+from alexnet_study.train import build_module
+
+from .conftest import REPO_ROOT
+
+CONF = REPO_ROOT / "conf"
+GROUPS = sorted(d.name for d in CONF.iterdir() if d.is_dir() and d.name not in ("hydra", "experiment"))
+# Config groups whose options need a value the preset leaves to the user.
+REQUIRED = {("data", "image_folder"): ["data.num_classes=10"]}
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml") if not p.stem.startswith("_"))
+
+
+ALL_OPTIONS = [(group, name) for group in GROUPS for name in options(group)]
+
+
+def test_every_group_has_options() -> None:
+    assert {"data", "model", "aug", "optim", "sched", "loss", "trainer", "logger", "callbacks", "paths"} <= set(GROUPS)
+    assert all(options(group) for group in GROUPS)
+
+
+@pytest.mark.parametrize(("group", "name"), ALL_OPTIONS, ids=[f"{g}={n}" for g, n in ALL_OPTIONS])
+def test_every_config_composes_and_resolves(make_cfg, group: str, name: str) -> None:
+    cfg = make_cfg(f"{group}={name}", *REQUIRED.get((group, name), []))
+    assert cfg[group] is not None
+    # Every interpolation resolves (a typo in ${...} fails here, not mid-run).
+    OmegaConf.to_container(cfg, resolve=True)
+
+
+@pytest.mark.parametrize("name", options("model"))
+def test_every_model_preset_builds_with_every_group_default(make_cfg, name: str) -> None:
+    cfg = make_cfg(f"model={name}")
+    with torch.device("meta"):
+        module = build_module(cfg)
+    assert module.net.spec.name == name
+
+
+@pytest.mark.parametrize("group", ["optim", "loss", "aug"])
+def test_every_optimizer_loss_and_augmentation_instantiates(make_cfg, group: str) -> None:
+    for name in options(group):
+        cfg = make_cfg(f"{group}={name}")
+        obj = instantiate(cfg[group])
+        if group == "optim":
+            assert isinstance(obj([torch.nn.Parameter(torch.zeros(1))]), torch.optim.Optimizer)
+        else:
+            assert obj is not None
+
+
+def test_every_data_preset_instantiates_without_reading_data(make_cfg) -> None:
+    for name in options("data"):
+        cfg = make_cfg(f"data={name}", *REQUIRED.get(("data", name), []))
+        datamodule = instantiate(cfg.data)
+        assert datamodule.num_classes == cfg.data.num_classes
+        assert datamodule.transform.output_size == cfg.model.input_size
+
+
+def test_trainer_presets(make_cfg) -> None:
+    assert make_cfg("trainer=cpu").trainer.precision == "32-true"
+    assert make_cfg("trainer=gpu").trainer.precision == "bf16-mixed"
+    smoke = make_cfg("trainer=smoke").trainer
+    assert smoke.max_epochs == 1 and smoke.limit_train_batches == 2
+    # Without a GPU the default trains in fp32; with one it would pick bf16-mixed.
+    expected = auto_precision("auto")
+    assert make_cfg().trainer.precision == expected
+    assert auto_precision("cpu") == "32-true"
+
+
+def test_outputs_live_under_the_run_dir(make_cfg, tmp_path: Path) -> None:
+    cfg = make_cfg()
+    run_dir = str(tmp_path / "run")
+    assert cfg.paths.output_dir == run_dir
+    assert cfg.trainer.default_root_dir == run_dir
+    assert cfg.logger.tensorboard.save_dir == run_dir
+    assert all(cb.dirpath.startswith(run_dir) for cb in cfg.callbacks.values() if "dirpath" in cb)
+
+
+def test_config_dir_in_a_source_checkout() -> None:
+    assert config_dir() == CONF
+
+
+def test_conf_ships_in_the_wheel_and_is_found_there(tmp_path: Path) -> None:
+    """Build the wheel, unpack it as site-packages would hold it, and compose from its own conf/."""
+    hatchling = pytest.importorskip("hatchling.builders.wheel")
+    wheel = Path(
+        next(hatchling.WheelBuilder(str(REPO_ROOT)).build(directory=str(tmp_path / "dist"), versions=["standard"]))
+    )
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        archive.extractall(tmp_path / "site")
+    shipped = {n.removeprefix("alexnet_study/conf/") for n in names if n.startswith("alexnet_study/conf/")}
+    in_repo = {p.relative_to(CONF).as_posix() for p in CONF.rglob("*") if p.is_file()}
+    assert shipped == in_repo
+
+    script = (
+        "import alexnet_study, alexnet_study.config as c;"
+        "print(alexnet_study.__file__); print(c.config_dir());"
+        "print(c.compose(['model=alexnet_2012', 'data=synthetic']).model.name)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True, check=True
+    )
+    package_file, conf, model = out.stdout.split()
+    assert Path(package_file).is_relative_to(tmp_path / "site")
+    assert Path(conf) == tmp_path / "site" / "alexnet_study" / "conf"
+    assert model == "alexnet_2012"

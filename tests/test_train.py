@@ -1,0 +1,121 @@
+"""End to end: the command line, run(cfg), metrics.json, TensorBoard files, checkpoints, real data."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from alexnet_study.errors import DataError
+from alexnet_study.train import run
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "alexnet_study", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+def only_run_dir(cwd: Path) -> Path:
+    runs = list((cwd / "outputs" / "train" / "runs").iterdir())
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def scalar_tags(tensorboard_dir: Path) -> set[str]:
+    tags: set[str] = set()
+    for events in tensorboard_dir.glob("events.out.tfevents.*"):
+        accumulator = EventAccumulator(str(events))
+        accumulator.Reload()
+        tags |= set(accumulator.Tags()["scalars"])
+    return tags
+
+
+@pytest.mark.slow
+def test_cli_smoke_run_writes_metrics_tensorboard_and_checkpoints(tmp_path: Path) -> None:
+    """The issue's command, verbatim: the default alexnet preset at 227 on synthetic data."""
+    result = run_cli("data=synthetic", "trainer=smoke", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = only_run_dir(tmp_path)
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "ok"
+    assert metrics["params_total"] == metrics["params_trainable"] == 57_044_810  # alexnet, 10 classes
+    assert metrics["epochs_run"] == 1 and metrics["seed"] == 42
+    for key in ("best_val_acc", "test_acc", "test_acc_top5", "train_loss", "wall_time_s", "images_per_s"):
+        assert isinstance(metrics[key], float), key
+    assert len(metrics["per_class_acc"]) == 10
+
+    tags = scalar_tags(run_dir / "tensorboard")
+    assert {"train/loss_step", "val/acc", "val/acc_best", "lr", "time/images_per_s", "test/acc"} <= tags
+    checkpoints = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    assert "last.ckpt" in checkpoints and any(name.startswith("best-") for name in checkpoints)
+    assert (run_dir / ".hydra" / "config.yaml").is_file() and (run_dir / "train.log").is_file()
+    assert (run_dir / "confusion_matrix.csv").read_text().startswith("true\\predicted,class_0,")
+
+
+def test_cli_config_error_is_one_line_and_exit_status_2(tmp_path: Path) -> None:
+    result = run_cli("model.activation=swish", "trainer=cpu", cwd=tmp_path)
+    assert result.returncode == 2
+    errors = [line for line in (result.stdout + result.stderr).splitlines() if "[ERROR]" in line]
+    assert len(errors) == 1, result.stdout + result.stderr
+    assert "model.activation='swish'" in errors[0] and "relu" in errors[0]
+    assert "Traceback" not in result.stderr
+    metrics = json.loads((only_run_dir(tmp_path) / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and "model.activation" in metrics["error"]
+    assert not (tmp_path / "data").exists()  # the model is checked before any data is touched
+
+
+def test_run_learns_the_synthetic_data(make_cfg, tmp_path: Path) -> None:
+    cfg = make_cfg("trainer.max_epochs=4", "optim=adam", "sched=none", tiny=True)
+    metrics = run(cfg)
+    assert metrics["status"] == "ok"
+    assert metrics["best_val_acc"] > 0.6 and metrics["test_acc"] > 0.6  # chance is 0.1
+    assert metrics["epochs_run"] == 4 and len(metrics["history"]) == 4
+    on_disk = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert on_disk["test_acc"] == pytest.approx(metrics["test_acc"])
+    assert on_disk["tested_checkpoint"].endswith(".ckpt")
+
+
+def test_run_without_validation_split(make_cfg) -> None:
+    cfg = make_cfg("data.val_size=0", "data.val_fraction=0", "trainer.max_epochs=1", tiny=True)
+    metrics = run(cfg)
+    assert metrics["status"] == "ok"
+    assert metrics["best_val_acc"] is None and metrics["test_acc"] is not None
+
+
+def test_failed_run_still_writes_metrics(make_cfg, tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    cfg = make_cfg("data=image_folder", f"data.root={missing}", "data.num_classes=10", "model=convnet", "trainer=cpu")
+    with pytest.raises(DataError, match="no train/ folder"):
+        run(cfg)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["status"] == "failed"
+    assert str(missing) in metrics["error"] and metrics["params_total"] > 0
+
+
+def test_real_cifar10_jpegs_beat_chance(make_cfg, cifar10_jpg_subset: Path) -> None:
+    """A small net trained briefly on 1,000 real CIFAR-10 images beats 10% by a clear margin."""
+    cfg = make_cfg(
+        "data=cifar10_folder",
+        f"data.root={cifar10_jpg_subset}",
+        "data.batch_size=50",
+        "model=convnet",
+        "model.input_size=32",
+        "optim=adam",
+        "sched=none",
+        "trainer=cpu",
+        "trainer.max_epochs=8",
+        "trainer.enable_model_summary=false",
+        "~callbacks.progress_bar",
+        "trainer.enable_progress_bar=false",
+    )
+    metrics = run(cfg)
+    assert metrics["status"] == "ok"
+    assert metrics["test_acc"] > 0.25, metrics["test_acc"]
