@@ -101,22 +101,18 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             lg.log_metrics({"params/total": total, "params/trainable": trainable}, step=0)
 
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-        if trainer.interrupted:
-            metrics["status"] = "interrupted"
-        else:
-            metrics.update(_fit_metrics(trainer, module))
-            if cfg.get("test", True) and "test" in datamodule.splits():
-                best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-                trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
-                metrics.update(_test_metrics(trainer, module, datamodule.classes, output_dir))
-                metrics["tested_checkpoint"] = best or "final weights"
-            metrics["status"] = "ok"
+        metrics.update(_fit_metrics(trainer, module))
+        if cfg.get("test", True) and "test" in datamodule.splits():
+            best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+            trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
+            metrics.update(_test_metrics(trainer, module, datamodule.classes, output_dir))
+            metrics["tested_checkpoint"] = best or "final weights"
+        metrics["status"] = "ok"
     except BaseException as err:
         message = str(err).strip()
         metrics["error"] = f"{type(err).__name__}: {message.splitlines()[0] if message else ''}"
         # Lightning turns Ctrl-C into a graceful stop followed by SystemExit.
-        stopped = isinstance(err, KeyboardInterrupt) or (trainer is not None and trainer.interrupted)
-        metrics["status"] = "interrupted" if stopped else "failed"
+        metrics["status"] = "interrupted" if isinstance(err, KeyboardInterrupt | SystemExit) else "failed"
         raise
     finally:
         metrics.update(recorder.summary())

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -98,6 +100,25 @@ def test_failed_run_still_writes_metrics(make_cfg, tmp_path: Path) -> None:
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["status"] == "failed"
     assert str(missing) in metrics["error"] and metrics["params_total"] > 0
+
+
+class InterruptAfterFirstBatch(L.Callback):
+    """Stands in for Ctrl-C during training."""
+
+    def on_train_batch_end(self, *args: object) -> None:
+        raise KeyboardInterrupt
+
+
+def test_interrupted_run_says_so_in_metrics(make_cfg, tmp_path: Path) -> None:
+    cfg = make_cfg("+callbacks.interrupt._target_=tests.test_train.InterruptAfterFirstBatch", tiny=True)
+    sigint = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(SystemExit):  # Lightning's graceful shutdown ends with sys.exit(1)
+            run(cfg)
+    finally:
+        signal.signal(signal.SIGINT, sigint)  # Lightning ignores further Ctrl-C during its shutdown
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["status"] == "interrupted"
 
 
 def test_real_cifar10_jpegs_beat_chance(make_cfg, cifar10_jpg_subset: Path) -> None:
