@@ -84,6 +84,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "started_at": _now(),
     }
     trainer: L.Trainer | None = None
+    datamodule: DeviceDataModule | None = None
     recorder = EpochRecorder()
     try:
         if cfg.get("seed") is not None:
@@ -94,7 +95,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         metrics.update(params_total=total, params_trainable=trainable)
         log.info("model %s: %s parameters, %s trainable", cfg.model.get("name", "?"), f"{total:,}", f"{trainable:,}")
 
-        datamodule: DeviceDataModule = instantiate(cfg.data)
+        datamodule = instantiate(cfg.data)
         trainer = build_trainer(cfg, [recorder])
         metrics.update(device=_device_name(trainer), precision=str(trainer.precision))
         for lg in trainer.loggers:
@@ -118,6 +119,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         metrics.update(recorder.summary())
         metrics["history"] = recorder.history
         metrics["epochs_run"] = len(recorder.history)
+        if datamodule is not None:
+            metrics["data"] = datamodule.summary()
         metrics["wall_time_s"] = time.perf_counter() - started
         metrics["finished_at"] = _now()
         if trainer is None or trainer.is_global_zero:

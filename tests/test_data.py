@@ -32,7 +32,7 @@ from alexnet_study.data import (
     ImageFolderDataModule,
     Split,
     SyntheticDataModule,
-    folders,
+    files,
     stratified_split,
 )
 from alexnet_study.data.transforms import NORMALIZATIONS
@@ -115,7 +115,7 @@ def synthetic(**overrides) -> SyntheticDataModule:
 )
 @pytest.mark.parametrize("train", [False, True])
 def test_transform_output_shape_and_dtype(stored: int, output: int, eval_crop: float, train: bool) -> None:
-    transform = DeviceTransform(output, eval_crop=eval_crop, augment=Augment(hflip=0.5, max_shift=0.125))
+    transform = DeviceTransform(output, eval_crop=eval_crop, augment=Augment(hflip=0.5, random_crop=True, pad=0.125))
     out = transform(random_images(3, stored), train=train)
     assert out.shape == (3, 3, output, output)
     assert out.dtype == torch.float32
@@ -203,7 +203,7 @@ def test_transform_rejects_bad_settings(kwargs: dict) -> None:
 def test_augmentation_is_drawn_per_sample() -> None:
     torch.manual_seed(0)
     batch = random_images(1, 32).expand(64, -1, -1, -1).contiguous()
-    transform = DeviceTransform(32, augment=Augment(hflip=0.5, max_shift=0.125))
+    transform = DeviceTransform(32, augment=Augment(hflip=0.5, random_crop=True, pad=0.125))
     out = transform(batch, train=True)
     assert out.shape == (64, 3, 32, 32) and out.dtype == torch.float32
     distinct = torch.unique(out.flatten(1), dim=0).shape[0]
@@ -223,7 +223,7 @@ def test_hflip_alone_gives_either_the_image_or_its_mirror_and_both_occur() -> No
 
 
 def test_training_randomness_follows_the_global_seed() -> None:
-    transform = DeviceTransform(32, augment=Augment(hflip=0.5, max_shift=0.125, scale=(0.5, 1.0)))
+    transform = DeviceTransform(32, augment=Augment(hflip=0.5, random_crop=True, pad=0.125, scale=(0.5, 1.0)))
     images = random_images(8, 32)
     torch.manual_seed(123)
     first = transform(images, train=True)
@@ -231,7 +231,7 @@ def test_training_randomness_follows_the_global_seed() -> None:
     assert torch.equal(first, transform(images, train=True))
 
 
-@pytest.mark.parametrize("aug", [Augment(hflip=0.5, max_shift=0.125), Augment(hflip=1.0, scale=(0.3, 0.9))])
+@pytest.mark.parametrize("aug", [Augment(hflip=0.5, random_crop=True, pad=0.125), Augment(hflip=1.0, scale=(0.3, 0.9))])
 def test_train_false_is_deterministic_and_equals_the_eval_transform(aug: Augment) -> None:
     images = random_images(8, 32)
     augmented = DeviceTransform(40, augment=aug)
@@ -268,10 +268,10 @@ def test_upsampled_hflip_matches_the_mirrored_eval_output_away_from_the_border()
     torch.testing.assert_close(train[..., 8:-8, 8:-8], expected[..., 8:-8, 8:-8], rtol=0, atol=1e-4)
 
 
-def test_max_shift_pads_with_zero_pixels_at_the_borders() -> None:
+def test_pad_pads_with_zero_pixels_at_the_borders() -> None:
     torch.manual_seed(0)
     images = random_images(128, 32, low=50, high=200)  # no pixel normalizes to the padding value
-    transform = DeviceTransform(32, augment=Augment(max_shift=0.125))
+    transform = DeviceTransform(32, augment=Augment(random_crop=True, pad=0.125))
     pad = padding_value().view(3, 1)
 
     def padded_edges(out: torch.Tensor) -> torch.Tensor:
@@ -283,11 +283,11 @@ def test_max_shift_pads_with_zero_pixels_at_the_borders() -> None:
     assert shifted.any()
 
 
-def test_shift_never_exceeds_max_shift() -> None:
+def test_shift_never_exceeds_the_padding() -> None:
     # A pixel shift of at most 0.125 * 32 = 4: the central 24x24 always comes from inside the image.
     torch.manual_seed(1)
     images = random_images(64, 32, low=50, high=200)
-    out = DeviceTransform(32, augment=Augment(max_shift=0.125))(images, train=True)
+    out = DeviceTransform(32, augment=Augment(random_crop=True, pad=0.125))(images, train=True)
     inner = out[..., 4:-4, 4:-4]
     assert not torch.isclose(inner, padding_value().view(1, 3, 1, 1), atol=1e-3).all(1).any()
 
@@ -316,8 +316,11 @@ def test_full_area_square_crop_is_the_eval_transform() -> None:
     [
         {"hflip": 1.5},
         {"hflip": -0.1},
-        {"max_shift": -0.1},
-        {"max_shift": 1.5},
+        {"pad": -0.1},
+        {"pad": 1.5},
+        {"rotation": 200.0},
+        {"hue": 0.6},
+        {"brightness": -0.1},
         {"scale": (0.9, 0.1)},
         {"scale": (0.0, 0.5)},
         {"scale": (0.5, 1.5)},
@@ -331,11 +334,13 @@ def test_augment_rejects_bad_values(kwargs: dict) -> None:
         Augment(**kwargs)
 
 
-def test_augment_identity_flag() -> None:
-    assert Augment().is_identity
-    assert not Augment(hflip=0.5).is_identity
-    assert not Augment(max_shift=0.1).is_identity
-    assert not Augment(scale=(0.5, 1.0)).is_identity
+def test_augment_flags() -> None:
+    assert not Augment().geometric and not Augment().color
+    assert Augment(hflip=0.5).geometric
+    assert Augment(random_crop=True).geometric
+    assert Augment(scale=(0.5, 1.0)).geometric
+    assert Augment(rotation=10.0).geometric and Augment(perspective=0.3).geometric
+    assert Augment(hue=0.1).color and not Augment(hue=0.1).geometric
 
 
 # ---------------------------------------------------------------------------------------------
@@ -607,7 +612,7 @@ def test_datamodule_loaders_split_the_data_between_ranks() -> None:
 
 
 def test_on_after_batch_transfer_without_a_trainer_applies_the_eval_transform() -> None:
-    dm = synthetic(image_size=24, aug=Augment(hflip=1.0, max_shift=0.125))
+    dm = synthetic(image_size=24, aug=Augment(hflip=1.0, random_crop=True, pad=0.125))
     dm.setup()
     images, labels = next(iter(dm.train_dataloader()))
     out, out_labels = dm.on_after_batch_transfer((images, labels), 0)
@@ -809,7 +814,7 @@ def test_decode_keeps_the_centre_square(tmp_path: Path, size: tuple[int, int]) -
         else:
             bands[i * height // 3 : (i + 1) * height // 3] = colour
     Image.fromarray(bands).save(tmp_path / "bands.png")
-    decoded = folders.decode_image(tmp_path / "bands.png", 8)
+    decoded = files.decode_image(tmp_path / "bands.png", 8)
     assert decoded.shape == (8, 8, 3) and decoded.dtype == np.uint8
     assert (decoded == np.array([0, 255, 0], dtype=np.uint8)).all()
 
@@ -818,7 +823,7 @@ def test_decode_downscales_the_shorter_side(tmp_path: Path) -> None:
     left_right = np.zeros((40, 80, 3), dtype=np.uint8)
     left_right[:, 40:] = 255
     Image.fromarray(left_right).save(tmp_path / "half.png")
-    decoded = folders.decode_image(tmp_path / "half.png", 10)  # 80x40 -> 20x10 -> centre 10x10
+    decoded = files.decode_image(tmp_path / "half.png", 10)  # 80x40 -> 20x10 -> centre 10x10
     assert decoded.shape == (10, 10, 3)
     assert (decoded[:, :4] == 0).all() and (decoded[:, 6:] == 255).all()
 
@@ -832,7 +837,7 @@ def test_image_folder_cache_is_reused_without_decoding(tree: Path, monkeypatch: 
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded again despite a valid cache")
 
-    monkeypatch.setattr(folders, "decode_images", no_decoding)
+    monkeypatch.setattr(files, "decode_images", no_decoding)
     second = folder_dm(tree)
     second.setup()
     assert second.cache_hit is True
@@ -890,7 +895,7 @@ def test_a_corrupt_cache_file_is_rebuilt(tree: Path) -> None:
 
 def test_a_new_class_folder_invalidates_the_cache(tree: Path) -> None:
     folder_dm(tree).setup()
-    (tree / "train" / "aardvark").mkdir()
+    save_image(tree / "train" / "aardvark" / "a.png", "RGB", (8, 8), (5, 5, 5))
     dm = folder_dm(tree, num_classes=4)
     dm.setup()
     assert dm.classes == ["aardvark", *CLASSES]
@@ -969,7 +974,7 @@ def test_a_train_folder_without_images_is_a_data_error(tmp_path: Path) -> None:
     root = tmp_path / "noimages"
     (root / "train" / "a").mkdir(parents=True)
     (root / "train" / "a" / "notes.txt").write_text("x")
-    with pytest.raises(DataError, match="no images found"):
+    with pytest.raises(DataError, match="no training images"):
         folder_dm(root, num_classes=1).setup()
 
 
@@ -1111,13 +1116,14 @@ def test_synthetic_preset_with_flip_crop(make_cfg) -> None:
     cfg = make_cfg("data=synthetic", "aug=flip_crop", "model.input_size=64")
     dm = instantiate(cfg.data)
     assert isinstance(dm, SyntheticDataModule)
-    assert dm.transform.augment == Augment(hflip=0.5, max_shift=0.125)
+    assert dm.transform.augment == Augment(hflip=0.5, random_crop=True, pad=0.125)
     assert dm.transform.output_size == 64 and dm.seed == cfg.seed
 
 
 def test_aug_none_preset_is_identity(make_cfg) -> None:
     dm = instantiate(make_cfg("data=synthetic", "aug=none").data)
-    assert dm.transform.augment.is_identity
+    augment = dm.transform.augment
+    assert not augment.geometric and not augment.color
 
 
 def test_random_resized_crop_from_the_command_line(make_cfg) -> None:
@@ -1139,7 +1145,9 @@ def test_image_folder_preset(make_cfg, tree: Path) -> None:
     cfg = make_cfg("data=image_folder", f"data.root={tree}", "data.num_classes=3", "data.stored_size=8")
     dm = instantiate(cfg.data)
     assert isinstance(dm, ImageFolderDataModule)
-    assert dm.transform.eval_crop == 0.875 and dm.root == tree
+    assert dm.transform.eval_crop == 1.0 and dm.root == tree  # 227 of an 8x8 image: all of it
+    photos = make_cfg("data=image_folder", "data.num_classes=3", "model.input_size=224")
+    assert photos.data.eval_crop == 0.875  # Resize(256) + CenterCrop(224)
     assert dm.cache_dir == Path(cfg.paths.cache_dir)
     dm.setup()
     assert dm.classes == CLASSES and dm.cache_hit is False

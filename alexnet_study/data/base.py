@@ -56,13 +56,16 @@ class Dataset:
     info: dict[str, object] = field(default_factory=dict)
 
 
-def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def stratified_split(
+    labels: torch.Tensor, fraction: float, seed: int, key: str = "data.val_fraction"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Split indices into (kept, held out) with ``round(fraction * n_c)`` held out of each class ``c``.
 
     Seeded and independent of the global RNG, so the same seed always gives the same split.
+    ``key`` names the config key in the error for a fraction outside [0, 1).
     """
     if not 0.0 <= fraction < 1.0:
-        raise ConfigError(f"data.val_fraction={fraction}: must be in [0, 1)")
+        raise ConfigError(f"{key}={fraction}: must be in [0, 1)")
     generator = torch.Generator().manual_seed(seed)
     kept, held = [], []
     for cls in torch.unique(labels).tolist():
@@ -145,7 +148,11 @@ class DeviceDataModule(L.LightningDataModule):
         normalize: ``imagenet`` or ``half`` (0.5/0.5).
         eval_crop: fraction of the stored side the evaluation centre crop keeps.
         aug: training augmentation (``aug=`` config group).
+        crop_pad: the dataset's standard zero padding for random crops, as a fraction of the
+            stored side (``aug.pad`` null uses it): 0.125 on CIFAR's 32x32, 0 on photos.
         on_device: hold the splits on the training device (else on the host, copied per batch).
+        val_as_test: when the dataset has no test split, report the validation split as the test
+            set too (the ants/bees set has only train/ and val/).
     """
 
     name = "dataset"
@@ -162,8 +169,10 @@ class DeviceDataModule(L.LightningDataModule):
         normalize: str = "imagenet",
         eval_crop: float = 1.0,
         aug: Augment | None = None,
+        crop_pad: float = 0.0,
         on_device: bool = True,
         drop_last: bool = True,
+        val_as_test: bool = False,
     ) -> None:
         super().__init__()
         for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
@@ -180,7 +189,10 @@ class DeviceDataModule(L.LightningDataModule):
         self.seed = seed
         self.on_device = on_device
         self.drop_last = drop_last
-        self.transform = DeviceTransform(image_size, normalize=normalize, eval_crop=eval_crop, augment=aug)
+        self.val_as_test = val_as_test
+        self.transform = DeviceTransform(
+            image_size, normalize=normalize, eval_crop=eval_crop, augment=aug, default_pad=crop_pad
+        )
         self.dataset: Dataset | None = None
         self._on_device: dict[tuple[str, str], Split] = {}
 
@@ -203,6 +215,10 @@ class DeviceDataModule(L.LightningDataModule):
         if dataset.val is None and self.val_fraction > 0:
             kept, held = stratified_split(dataset.train.labels, self.val_fraction, self.seed)
             dataset.val, dataset.train = dataset.train.subset(held), dataset.train.subset(kept)
+        if self.val_as_test and dataset.test is None:
+            if dataset.val is None:
+                raise DataError(f"{self.name}: data.val_as_test=true but there is no validation split")
+            dataset.test = dataset.val
         self.dataset = dataset
         sizes = ", ".join(f"{name} {len(s)}" for name, s in self.splits().items())
         log.info(
@@ -219,6 +235,23 @@ class DeviceDataModule(L.LightningDataModule):
             raise RuntimeError("call setup() first")
         named = {"train": self.dataset.train, "val": self.dataset.val, "test": self.dataset.test}
         return {name: split for name, split in named.items() if split is not None}
+
+    def summary(self) -> dict[str, object]:
+        """What was loaded, for ``metrics.json``: split sizes, class count, and the loader's info
+        (root, file count, fingerprint, skipped unreadable files)."""
+        if self.dataset is None:
+            return {"name": self.name, "loaded": False}
+        info = dict(self.dataset.info)
+        bad = list(info.pop("bad_files", []))
+        return {
+            "name": self.name,
+            "splits": {name: len(split) for name, split in self.splits().items()},
+            "num_classes": len(self.dataset.classes),
+            "stored_shape": list(self.dataset.train.images.shape[1:]),
+            **info,
+            "bad_files": len(bad),
+            "bad_file_examples": bad[:10],
+        }
 
     @property
     def classes(self) -> list[str]:

@@ -6,7 +6,7 @@ import hashlib
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +15,17 @@ import torch
 log = logging.getLogger(__name__)
 
 # Bump when the decoded layout changes, so stale caches are never read.
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 
 
-def fingerprint(files: Iterable[Path], root: Path, **settings: Any) -> str:
-    """A hash of each file's path (relative to ``root``), size and mtime, plus the decode settings."""
+def fingerprint(splits: Mapping[str, Iterable[Path]], root: Path, **settings: Any) -> str:
+    """A hash of each file's split, path (relative to ``root``), size and mtime, plus the settings."""
     digest = hashlib.sha256(f"format={CACHE_FORMAT};{sorted(settings.items())!r}".encode())
-    for path in files:
-        stat = path.stat()
-        digest.update(f"{path.relative_to(root).as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    for split, files in splits.items():
+        for path in files:
+            stat = path.stat()
+            name = path.relative_to(root).as_posix()
+            digest.update(f"{split}\0{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()
 
 

@@ -10,7 +10,8 @@ import torch
 from torchvision import datasets
 
 from alexnet_study.data.base import Dataset, DeviceDataModule, Split
-from alexnet_study.errors import ConfigError, DataError
+from alexnet_study.data.download import download_or_explain, missing_dataset
+from alexnet_study.errors import ConfigError
 
 # name -> (torchvision class, the folder the download extracts to, display name)
 VARIANTS: dict[str, tuple[type[datasets.CIFAR10], str, str]] = {
@@ -35,28 +36,28 @@ class CIFARDataModule(DeviceDataModule):
 
     def prepare_data(self) -> None:
         if self.download:
-            for train in (True, False):
-                self._open(train, download=True)
+            cls, folder, title = VARIANTS[self.variant]
+            # One archive holds both splits; torchvision skips the download when it is in place.
+            fetch = lambda: cls(str(self.root), train=False, download=True)  # noqa: E731
+            download_or_explain(title, self.root / folder, fetch, self._place_by_hand())
 
     def load(self) -> Dataset:
-        train, test = self._open(True, download=False), self._open(False, download=False)
+        train, test = self._open(train=True), self._open(train=False)
         return Dataset(
             train=_to_split(train), test=_to_split(test), classes=list(train.classes),
             info={"root": str(self.root), "files": len(train.data) + len(test.data)},
         )  # fmt: skip
 
-    def _open(self, train: bool, download: bool) -> datasets.CIFAR10:
+    def _place_by_hand(self) -> str:
+        return f"Put the extracted {VARIANTS[self.variant][1]} folder under data.root (now {self.root})"
+
+    def _open(self, train: bool) -> datasets.CIFAR10:
         cls, folder, title = VARIANTS[self.variant]
         try:
-            return cls(str(self.root), train=train, download=download)
-        except (OSError, RuntimeError) as err:  # URLError is an OSError; missing/corrupt files: RuntimeError
-            reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
-            how = "could not be downloaded" if download else "is missing or corrupt (data.download=false)"
-            raise DataError(
-                f"{title} is not in {self.root.resolve() / folder} and {how} ({reason}). Put the extracted {folder} folder "
-                f"under data.root (now {self.root}), or train on local images with data=image_folder "
-                "data.root=<train/ test/ class folders>, or try the pipeline offline with data=synthetic"
-            ) from err
+            return cls(str(self.root), train=train, download=False)
+        except RuntimeError as err:  # torchvision: "Dataset not found or corrupted"
+            why = "is missing or corrupt" + ("" if self.download else " (data.download=false)")
+            raise missing_dataset(title, self.root / folder, why, self._place_by_hand()) from err
 
 
 def _to_split(dataset: datasets.CIFAR10) -> Split:

@@ -1,15 +1,18 @@
 """Batched resize, augmentation and normalization on the training device.
 
 Images arrive as uint8 NCHW batches at their stored size (32x32 for CIFAR, 256x256 for photos).
-Training draws one crop, scale and flip per sample and applies all of them, plus the resize to
-the model's input size, in a single ``grid_sample``; evaluation is a centre crop and a resize.
-Random numbers come from ``torch.rand`` on the batch's device: no host round trip, no PIL.
+In training, every geometric change (crop position and scale, flips, rotation, perspective) and
+the resize to the model's input size are one per-sample homography applied by a single
+``grid_sample``; colour changes (brightness, contrast, saturation, hue, grayscale) are
+per-sample factors on the whole batch. Evaluation is a centre crop and a resize. Random numbers
+come from ``torch.rand`` on the batch's device: no host round trip, no PIL, no Python loop over
+samples.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -21,36 +24,70 @@ NORMALIZATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
     "half": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
 }
+# ITU-R 601 luma, as torchvision's rgb_to_grayscale.
+GRAY_WEIGHTS = (0.299, 0.587, 0.114)
+# RGB -> YIQ (luma, then two chroma axes): a hue shift is a rotation of the chroma plane.
+YIQ = ((0.299, 0.587, 0.114), (0.596, -0.274, -0.322), (0.211, -0.523, 0.312))
 
 
 @dataclass(frozen=True)
 class Augment:
-    """Per-sample training augmentation (the ``aug=`` config group).
+    """Per-sample training augmentation (the ``aug=`` config group). Probabilities are per sample.
 
-    ``max_shift``: random translation of the crop, as a fraction of the stored side, with zero
-    padding outside the image (0.125 on 32x32 is CIFAR's classic pad-4-and-crop).
-    ``scale``: area range of a random-resized crop (``None`` keeps the evaluation crop's size).
-    ``ratio``: aspect-ratio range of that crop. ``hflip``: probability of a horizontal flip.
+    Geometry (one homography per sample):
+      ``random_crop``: place the crop (the evaluation crop's size, or ``scale``'s) at a random
+      position; ``pad``: zero padding around the image the crop may reach into, as a fraction of
+      the stored side (``None``: the dataset's standard, 0.125 on CIFAR = "pad 4 and crop",
+      0 on photos); ``scale``/``ratio``: random-resized crop area and aspect ranges;
+      ``hflip``/``vflip``: flip probabilities; ``rotation``: maximum angle in degrees;
+      ``perspective``: corner displacement (0..1 of the half side) applied with probability
+      ``perspective_p``.
+    Colour, in this order (torchvision's ColorJitter ranges): ``brightness``, ``contrast``,
+    ``saturation`` (factor drawn from [1 - v, 1 + v]), ``hue`` (shift in [-v, v] of a turn, a
+    rotation of the YIQ chroma plane), then ``grayscale`` (probability).
     """
 
     hflip: float = 0.0
-    max_shift: float = 0.0
+    vflip: float = 0.0
+    random_crop: bool = False
+    pad: float | None = None
     scale: tuple[float, float] | None = None
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    rotation: float = 0.0
+    perspective: float = 0.0
+    perspective_p: float = 0.5
+    brightness: float = 0.0
+    contrast: float = 0.0
+    saturation: float = 0.0
+    hue: float = 0.0
+    grayscale: float = 0.0
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.hflip <= 1.0:
-            raise ConfigError(f"aug.hflip={self.hflip}: must be a probability in [0, 1]")
-        if not 0.0 <= self.max_shift <= 1.0:
-            raise ConfigError(f"aug.max_shift={self.max_shift}: must be a fraction of the image side in [0, 1]")
+        for key in ("hflip", "vflip", "perspective_p", "grayscale"):
+            _check_range(key, getattr(self, key), 0.0, 1.0, "a probability")
+        for key in ("perspective", "brightness", "contrast", "saturation"):
+            _check_range(key, getattr(self, key), 0.0, 1.0, "a fraction")
+        _check_range("hue", self.hue, 0.0, 0.5, "a fraction of a turn")
+        _check_range("rotation", self.rotation, 0.0, 180.0, "an angle in degrees")
+        if self.pad is not None:
+            _check_range("pad", self.pad, 0.0, 1.0, "a fraction of the image side")
         if self.scale is not None and not 0.0 < self.scale[0] <= self.scale[1] <= 1.0:
             raise ConfigError(f"aug.scale={list(self.scale)}: must be [min, max] with 0 < min <= max <= 1")
         if not 0.0 < self.ratio[0] <= self.ratio[1]:
             raise ConfigError(f"aug.ratio={list(self.ratio)}: must be [min, max] with 0 < min <= max")
 
     @property
-    def is_identity(self) -> bool:
-        return self.hflip == 0.0 and self.max_shift == 0.0 and self.scale is None
+    def geometric(self) -> bool:
+        return bool(self.random_crop or self.scale or self.hflip or self.vflip or self.rotation or self.perspective)
+
+    @property
+    def color(self) -> bool:
+        return bool(self.brightness or self.contrast or self.saturation or self.hue or self.grayscale)
+
+
+def _check_range(key: str, value: float, low: float, high: float, what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise ConfigError(f"aug.{key}={value!r}: must be {what} in [{low:g}, {high:g}]")
 
 
 def normalization(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -66,6 +103,7 @@ class DeviceTransform(nn.Module):
     ``eval_crop`` is the fraction of the stored side kept by the evaluation centre crop
     (1.0 for CIFAR; 224/256 gives Resize(256) + CenterCrop(224) on 256x256 stored photos).
     Training crops have that size too unless ``augment.scale`` asks for random-resized crops.
+    ``default_pad`` is the dataset's standard crop padding, used when ``augment.pad`` is None.
     """
 
     def __init__(
@@ -74,6 +112,7 @@ class DeviceTransform(nn.Module):
         normalize: str = "imagenet",
         eval_crop: float = 1.0,
         augment: Augment | None = None,
+        default_pad: float = 0.0,
     ) -> None:
         super().__init__()
         if output_size < 1:
@@ -81,20 +120,36 @@ class DeviceTransform(nn.Module):
         if not 0.0 < eval_crop <= 1.0:
             raise ConfigError(f"data.eval_crop={eval_crop}: must be a fraction in (0, 1]")
         mean, std = normalization(normalize)
+        augment = augment or Augment()
         self.output_size = output_size
         self.eval_crop = eval_crop
-        self.augment = augment or Augment()
+        self.augment = augment if augment.pad is not None else replace(augment, pad=default_pad)
+        self.mean_rgb, self.std_rgb = mean, std
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("gray", torch.tensor(GRAY_WEIGHTS).view(1, 3, 1, 1), persistent=False)
+        # Constants of the per-sample maths, kept on the device (a tensor built from a Python
+        # list at run time would be a host-to-device copy per batch).
+        corners = torch.tensor([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])
+        self.register_buffer("corners", corners, persistent=False)
+        self.register_buffer("to_yiq", torch.tensor(YIQ), persistent=False)
+        self.register_buffer("from_yiq", torch.linalg.inv(torch.tensor(YIQ)), persistent=False)
 
     def forward(self, images: torch.Tensor, train: bool = False) -> torch.Tensor:
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise TypeError(f"expected a uint8 NCHW batch, got {images.dtype} with shape {tuple(images.shape)}")
-        x = self._augment(images) if train and not self.augment.is_identity else self._center(images)
-        # x is a fresh float tensor in both paths, so normalizing in place is safe (and exact:
-        # 0 and 255 map to (0 - mean) / std and (1 - mean) / std).
-        return x.div_(255.0).sub_(self.mean).div_(self.std)
+        x = self._geometry(images) if train and self.augment.geometric else self._center(images)
+        x = x.div_(255.0)  # a fresh float tensor in both paths, so in-place is safe
+        if train and self.augment.color:
+            x = self._color(x)
+        # Exact: 0 and 255 map to (0 - mean) / std and (1 - mean) / std.
+        return x.sub_(self.mean).div_(self.std)
 
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        """The inverse of the normalization: a [0, 1] image batch for display."""
+        return (x * self.std + self.mean).clamp_(0.0, 1.0)
+
+    # -- evaluation --------------------------------------------------------------------------
     def _center(self, images: torch.Tensor) -> torch.Tensor:
         height, width = images.shape[-2:]
         crop_h, crop_w = round(height * self.eval_crop), round(width * self.eval_crop)
@@ -102,34 +157,104 @@ class DeviceTransform(nn.Module):
         x = images[..., top : top + crop_h, left : left + crop_w].float()
         if (crop_h, crop_w) != (self.output_size, self.output_size):
             downscale = crop_h > self.output_size or crop_w > self.output_size
-            x = F.interpolate(
-                x, size=(self.output_size, self.output_size), mode="bilinear", align_corners=False, antialias=downscale
-            )
+            size = (self.output_size, self.output_size)
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=downscale)
         return x
 
-    def _augment(self, images: torch.Tensor) -> torch.Tensor:
+    # -- training: geometry ------------------------------------------------------------------
+    def _geometry(self, images: torch.Tensor) -> torch.Tensor:
         n, device, aug = images.shape[0], images.device, self.augment
-        rand = torch.rand(n, 5, device=device)
+        rand = torch.rand(n, 8, device=device)
+        # Half sides of the crop window in normalized [-1, 1] input coordinates.
         if aug.scale is not None:
             area = aug.scale[0] + (aug.scale[1] - aug.scale[0]) * rand[:, 0]
             log_lo, log_hi = math.log(aug.ratio[0]), math.log(aug.ratio[1])
             ratio = torch.exp(log_lo + (log_hi - log_lo) * rand[:, 1])
-            # Half-widths in normalized [-1, 1] coordinates; a side cannot exceed the image.
             half_w = torch.sqrt(area * ratio).clamp(max=1.0)
             half_h = torch.sqrt(area / ratio).clamp(max=1.0)
         else:
             half_w = half_h = torch.full((n,), self.eval_crop, device=device)
-        shift = 2.0 * aug.max_shift
-        center_x = (2.0 * rand[:, 2] - 1.0) * (1.0 - half_w + shift)
-        center_y = (2.0 * rand[:, 3] - 1.0) * (1.0 - half_h + shift)
-        flip = torch.where(rand[:, 4] < aug.hflip, -1.0, 1.0)
-        zero = torch.zeros_like(half_w)
-        theta = torch.stack(
-            [torch.stack([half_w * flip, zero, center_x], 1), torch.stack([zero, half_h, center_y], 1)], 1
+        center_x = center_y = torch.zeros(n, device=device)
+        if aug.random_crop or aug.scale is not None:
+            reach = 2.0 * (aug.pad or 0.0)
+            center_x = (2.0 * rand[:, 2] - 1.0) * (1.0 - half_w + reach)
+            center_y = (2.0 * rand[:, 3] - 1.0) * (1.0 - half_h + reach)
+        flip_x = torch.where(rand[:, 4] < aug.hflip, -1.0, 1.0)
+        flip_y = torch.where(rand[:, 5] < aug.vflip, -1.0, 1.0)
+        angle = (2.0 * rand[:, 6] - 1.0) * math.radians(aug.rotation)
+        cos, sin = torch.cos(angle), torch.sin(angle)
+
+        # output (u, v) -> input (x, y): translate . rotate . scale-and-flip . perspective
+        zero, one = torch.zeros_like(cos), torch.ones_like(cos)
+        sx, sy = half_w * flip_x, half_h * flip_y
+        affine = torch.stack(
+            [
+                torch.stack([cos * sx, -sin * sy, center_x], 1),
+                torch.stack([sin * sx, cos * sy, center_y], 1),
+                torch.stack([zero, zero, one], 1),
+            ],
+            1,
         )
-        grid = F.affine_grid(theta, [n, images.shape[1], self.output_size, self.output_size], align_corners=False)
+        if aug.perspective:
+            affine = affine @ self._perspective(n, device, apply=rand[:, 7] < aug.perspective_p)
+        return self._warp(images, affine)
+
+    def _perspective(self, n: int, device: torch.device, apply: torch.Tensor) -> torch.Tensor:
+        """Homographies taking the output square's corners to corners moved inwards at random."""
+        corners = self.corners
+        inward = torch.rand(n, 4, 2, device=device) * self.augment.perspective * apply.view(n, 1, 1)
+        moved = corners * (1.0 - inward)
+        # Solve for h (8 unknowns, h33 = 1) from the 4 correspondences corners -> moved.
+        u, v = corners[:, 0].expand(n, 4), corners[:, 1].expand(n, 4)
+        x, y = moved[..., 0], moved[..., 1]
+        zeros, ones = torch.zeros_like(u), torch.ones_like(u)
+        rows_x = torch.stack([u, v, ones, zeros, zeros, zeros, -u * x, -v * x], -1)
+        rows_y = torch.stack([zeros, zeros, zeros, u, v, ones, -u * y, -v * y], -1)
+        system = torch.cat([rows_x, rows_y], 1)  # (n, 8, 8)
+        target = torch.cat([x, y], 1).unsqueeze(-1)  # (n, 8, 1)
+        # solve_ex: no error check, so no host sync (these systems are never singular).
+        h = torch.linalg.solve_ex(system, target)[0].squeeze(-1)
+        return torch.cat([h, torch.ones(n, 1, device=device)], 1).view(n, 3, 3)
+
+    def _warp(self, images: torch.Tensor, homography: torch.Tensor) -> torch.Tensor:
+        n, size = images.shape[0], self.output_size
+        # Pixel centres of the output in normalized coordinates (align_corners=False).
+        axis = (torch.arange(size, device=images.device, dtype=torch.float32) * 2 + 1) / size - 1
+        v, u = torch.meshgrid(axis, axis, indexing="ij")
+        points = torch.stack([u, v, torch.ones_like(u)], -1).view(1, -1, 3)  # (1, HW, 3)
+        mapped = points @ homography.transpose(1, 2)  # (n, HW, 3)
+        grid = (mapped[..., :2] / mapped[..., 2:]).view(n, size, size, 2)
         # Inside the image, clamp to the border as F.interpolate does (no dark frame when
-        # upsampling); beyond its edges, a shifted crop sees zero padding, as in pad-and-crop.
+        # upsampling); beyond its edges (padding, rotation corners) the crop sees zeros.
         x = F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
-        outside = (grid.abs() > 1.0).any(dim=-1, keepdim=True).permute(0, 3, 1, 2)
+        outside = (grid.abs() > 1.0).any(dim=-1).unsqueeze(1)
         return x.masked_fill_(outside, 0.0)
+
+    # -- training: colour --------------------------------------------------------------------
+    def _color(self, x: torch.Tensor) -> torch.Tensor:
+        aug, n = self.augment, x.shape[0]
+        rand = torch.rand(n, 5, 1, 1, 1, device=x.device)
+        if aug.brightness:
+            x = (x * (1.0 + (2.0 * rand[:, 0] - 1.0) * aug.brightness)).clamp_(0.0, 1.0)
+        if aug.contrast:
+            mean = (x * self.gray).sum(1, keepdim=True).mean((2, 3), keepdim=True)
+            x = torch.lerp(mean, x, 1.0 + (2.0 * rand[:, 1] - 1.0) * aug.contrast).clamp_(0.0, 1.0)
+        if aug.saturation:
+            gray = (x * self.gray).sum(1, keepdim=True)
+            x = torch.lerp(gray, x, 1.0 + (2.0 * rand[:, 2] - 1.0) * aug.saturation).clamp_(0.0, 1.0)
+        if aug.hue:
+            x = self._rotate_hue(x, (2.0 * rand[:, 3].view(n) - 1.0) * aug.hue * 2.0 * math.pi)
+        if aug.grayscale:
+            gray = (x * self.gray).sum(1, keepdim=True).expand_as(x)
+            x = torch.where(rand[:, 4] < aug.grayscale, gray, x)
+        return x
+
+    def _rotate_hue(self, x: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
+        """Rotate the chroma (I, Q) plane of YIQ by a per-sample angle; luma is unchanged."""
+        cos, sin = torch.cos(angle), torch.sin(angle)
+        one, zero = torch.ones_like(cos), torch.zeros_like(cos)
+        rotate = torch.stack(
+            [torch.stack([one, zero, zero], 1), torch.stack([zero, cos, -sin], 1), torch.stack([zero, sin, cos], 1)], 1
+        )
+        matrix = self.from_yiq @ rotate @ self.to_yiq  # (n, 3, 3)
+        return torch.einsum("nij,njhw->nihw", matrix, x).clamp_(0.0, 1.0)
