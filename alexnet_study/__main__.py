@@ -22,13 +22,21 @@ def main(cfg: DictConfig) -> float | None:
     from alexnet_study.train import run  # after Hydra has parsed the command line: --help stays fast
 
     _route_lightning_logs_through_hydra()
+    in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         metrics = run(cfg)
     except StudyError as err:
         log.error("%s", err)
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            raise  # Hydra records the failed job and the sweep goes on
+        if in_sweep:
+            return None  # recorded in the job's metrics.json; the sweep goes on (see below)
         sys.exit(2)
+    except Exception:
+        if not in_sweep:
+            raise
+        # One job's crash must not cost the others: its metrics.json says "failed" with the
+        # error, the sweep goes on, and the report callback exits non-zero at the end.
+        log.exception("sweep job %s failed", HydraConfig.get().job.num)
+        return None
     return metrics.get("best_val_acc")
 
 

@@ -1,5 +1,8 @@
 """Figures: one implementation for run dirs, TensorBoard, sweep reports and notebooks.
 
+Dataset views (class distribution, image grids) and sweep figures (training curves, bar
+charts with optional error bars, heatmaps of 2-D grids).
+
 Built on matplotlib's object-oriented API (no pyplot state, no GUI backend): a function returns
 a ``Figure``; :func:`save` writes it as PNG and :func:`to_array` renders it for TensorBoard.
 """
@@ -13,6 +16,7 @@ import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 SPLIT_COLORS = {"train": "#4C72B0", "val": "#DD8452", "test": "#55A868"}
 
@@ -69,3 +73,82 @@ def to_array(fig: Figure, dpi: int = 100) -> np.ndarray:
     canvas = FigureCanvasAgg(fig)
     canvas.draw()
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+CURVE_PANELS = (
+    ("train/loss", "train loss"),
+    ("val/loss", "val loss"),
+    ("train/acc", "train acc"),
+    ("val/acc", "val acc"),
+)
+
+
+def training_curves(histories: Mapping[str, Sequence[Mapping[str, float]]]) -> Figure:
+    """2x2 panels (train loss, val loss, train acc, val acc) per epoch, one line per run."""
+    fig = Figure(figsize=(11, 7.5), layout="constrained")
+    axes = fig.subplots(2, 2)
+    for ax, (key, title) in zip(axes.flat, CURVE_PANELS, strict=True):
+        for label, history in histories.items():
+            points = [(r["epoch"] + 1, r[key]) for r in history if r.get(key) is not None]
+            if points:
+                epochs, values = zip(*points, strict=True)
+                ax.plot(epochs, values, marker="o" if len(points) < 15 else None, markersize=3, label=label)
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    if handles:
+        columns = max(1, min(4, len(labels), 150 // max(len(label) for label in labels)))
+        fig.legend(handles, labels, loc="outside lower center", ncol=columns, fontsize=8)
+    return fig
+
+
+def bars(
+    labels: Sequence[str],
+    panels: Mapping[str, Sequence[float | None]],
+    errors: Mapping[str, Sequence[float | None]] | None = None,
+) -> Figure:
+    """One horizontal bar chart per panel (e.g. best val acc, training time), one bar per label,
+    with error bars where ``errors`` has them (mean +/- std over repeats)."""
+    fig = Figure(figsize=(5.5 * len(panels), 1.0 + 0.35 * len(labels)), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    positions = np.arange(len(labels))
+    for ax, (title, values) in zip(axes, panels.items(), strict=True):
+        heights = [np.nan if v is None else v for v in values]
+        spread = None
+        if errors and title in errors:
+            spread = [0.0 if e is None else e for e in errors[title]]
+        ax.barh(positions, heights, xerr=spread, capsize=3, color="#4C72B0")
+        ax.set_yticks(positions, labels, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_title(title)
+        ax.grid(axis="x", alpha=0.3)
+        for y, value in zip(positions, heights, strict=True):
+            if not np.isnan(value):
+                ax.annotate(
+                    f"{value:.3g}", (value, y), xytext=(3, 0), textcoords="offset points", va="center", fontsize=7
+                )
+    return fig
+
+
+def heatmap(
+    rows: Sequence[str], columns: Sequence[str], panels: Mapping[str, Sequence[Sequence[float | None]]],
+    row_title: str, column_title: str,
+) -> Figure:  # fmt: skip
+    """One annotated heatmap per panel over a 2-D grid (e.g. conv depth x FC depth)."""
+    fig = Figure(figsize=(4.5 * len(panels) + 1, 1.5 + 0.5 * len(rows)), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (title, grid) in zip(axes, panels.items(), strict=True):
+        values = np.array([[np.nan if v is None else v for v in row] for row in grid], dtype=float)
+        image = ax.imshow(values, cmap="viridis", aspect="auto")
+        ax.set_xticks(range(len(columns)), columns)
+        ax.set_yticks(range(len(rows)), rows)
+        ax.set_xlabel(column_title)
+        ax.set_ylabel(row_title)
+        ax.set_title(title)
+        for (i, j), value in np.ndenumerate(values):
+            if not np.isnan(value):
+                ax.text(j, i, f"{value:.3g}", ha="center", va="center", color="w", fontsize=8)
+        fig.colorbar(image, ax=ax, shrink=0.8)
+    return fig

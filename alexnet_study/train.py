@@ -12,8 +12,10 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
+from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from alexnet_study.callbacks import EpochRecorder
@@ -125,7 +127,34 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         metrics["finished_at"] = _now()
         if trainer is None or trainer.is_global_zero:
             write_metrics(output_dir / METRICS_FILE, metrics)
+        if trainer is not None and trainer.is_global_zero:
+            log_hparams(trainer, cfg, metrics)
     return metrics
+
+
+HPARAM_METRICS = ("best_val_acc", "test_acc", "test_acc_top5", "train_loss", "train_time_s", "images_per_s")
+
+
+def log_hparams(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, Any]) -> None:
+    """Record this run's settings and final metrics in TensorBoard's HParams view, so that
+    ``tensorboard --logdir <sweep dir>`` compares a sweep's jobs in one table."""
+    params: dict[str, Any] = {
+        "lr": cfg.optim.get("lr"),
+        "weight_decay": cfg.optim.get("weight_decay"),
+        "batch_size": cfg.data.get("batch_size"),
+        "max_epochs": cfg.trainer.get("max_epochs"),
+        "seed": cfg.get("seed"),
+        "status": metrics.get("status"),
+    }
+    if HydraConfig.initialized():
+        hydra_cfg = HydraConfig.get()
+        params.update({f"choice/{group}": option for group, option in hydra_cfg.runtime.choices.items()
+                       if option is not None and not group.startswith("hydra/")})  # fmt: skip
+        params.update(dict(str(o).split("=", 1) for o in hydra_cfg.overrides.task if "=" in str(o)))
+    values = {f"hparams/{key}": metrics[key] for key in HPARAM_METRICS if isinstance(metrics.get(key), int | float)}
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.log_hyperparams({k: v for k, v in params.items() if v is not None}, values)
 
 
 def _fit_metrics(trainer: L.Trainer, module: ImageClassifier) -> dict[str, Any]:

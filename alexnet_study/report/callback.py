@@ -1,0 +1,43 @@
+"""The Hydra callback that writes the sweep report when a multirun ends."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from alexnet_study.report.write import failures, write_report
+
+log = logging.getLogger(__name__)
+
+
+class SweepFailed(SystemExit):
+    """Some jobs of the sweep did not finish ``ok``; the others' results and the report are written.
+
+    A SystemExit (status 1, the message on stderr): Hydra turns a callback's ordinary exception
+    into a warning and exits 0, which would hide the failure from scripts and schedulers.
+    """
+
+
+class SweepReport(Callback):
+    """At the end of every multirun, write the report into the sweep dir.
+
+    Failed jobs do not stop a sweep (the entry point records them in their ``metrics.json`` and
+    returns), so this callback always runs; when any job failed or diverged it raises
+    :class:`SweepFailed` after writing the report, so the process exits with status 1.
+    """
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        if not sweep_dir.is_dir():
+            return
+        sweep = write_report(sweep_dir)
+        bad = failures(sweep)
+        if bad:
+            shown = "; ".join(bad[:3]) + (" ..." if len(bad) > 3 else "")
+            raise SweepFailed(
+                f"{len(bad)} of {len(sweep.jobs)} sweep jobs did not finish ok ({shown}); report: {sweep_dir / 'report.md'}"
+            )

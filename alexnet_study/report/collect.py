@@ -1,0 +1,145 @@
+"""Read a sweep dir into rows: one per job, with the overrides that vary and the job's metrics."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+METRICS_FILE = "metrics.json"
+# (column, metrics.json key) in report order.
+COLUMNS = (
+    ("best_val_acc", "best_val_acc"),
+    ("test_acc", "test_acc"),
+    ("test_acc_top5", "test_acc_top5"),
+    ("train_loss", "train_loss"),
+    ("epochs", "epochs_run"),
+    ("train_time_s", "train_time_s"),
+    ("images_per_s", "images_per_s"),
+    ("params_total", "params_total"),
+    ("params_trainable", "params_trainable"),
+)
+NUMERIC = tuple(column for column, _ in COLUMNS)
+REPEAT_KEYS = ("seed",)
+
+
+@dataclass
+class Job:
+    """One sweep job: its folder, command-line overrides, metrics (if it wrote any) and status."""
+
+    name: str
+    path: Path
+    overrides: dict[str, str]
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        """``ok``, ``diverged``, ``interrupted``, ``running`` or ``failed: <the error's last line>``."""
+        if not self.metrics:
+            return f"failed: no {METRICS_FILE} (the job did not start or was killed)"
+        status = self.metrics.get("status", "failed")
+        if status == "failed":
+            return f"failed: {self.metrics.get('error') or 'unknown error'}"
+        return str(status)
+
+    @property
+    def history(self) -> list[dict[str, float]]:
+        return list(self.metrics.get("history") or [])
+
+
+@dataclass
+class Sweep:
+    """All jobs of a sweep dir, and which override keys differ between them."""
+
+    path: Path
+    jobs: list[Job]
+    varying: list[str]
+
+    def label(self, job: Job, keys: Sequence[str] | None = None) -> str:
+        """``key=value`` of the varying overrides (``job N`` when nothing varies)."""
+        keys = self.varying if keys is None else keys
+        return ", ".join(f"{k}={job.overrides.get(k, '-')}" for k in keys) or f"job {job.name}"
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per job: ``job``, the varying overrides, ``status`` and the :data:`COLUMNS`."""
+        rows = []
+        for job in self.jobs:
+            row: dict[str, Any] = {"job": job.name}
+            row.update({key: job.overrides.get(key) for key in self.varying})
+            row["status"] = job.status
+            row.update({column: _number(job.metrics.get(key)) for column, key in COLUMNS})
+            rows.append(row)
+        return rows
+
+    def settings(self) -> list[str]:
+        """The varying keys that are not repeats (seed)."""
+        return [key for key in self.varying if key not in REPEAT_KEYS]
+
+    def has_repeats(self) -> bool:
+        return any(key in self.varying for key in REPEAT_KEYS)
+
+    def repeat_rows(self) -> list[dict[str, Any]]:
+        """Mean and sample standard deviation of each column over the repeats (seeds) of each
+        setting, over the jobs that finished (``ok``); ``runs`` counts them, ``failed`` the rest."""
+        groups: dict[tuple[str | None, ...], list[Job]] = {}
+        for job in self.jobs:
+            groups.setdefault(tuple(job.overrides.get(k) for k in self.settings()), []).append(job)
+        rows = []
+        for values, jobs in groups.items():
+            done = [job for job in jobs if job.status == "ok"]
+            row: dict[str, Any] = dict(zip(self.settings(), values, strict=True))
+            row["runs"] = len(done)
+            row["failed"] = len(jobs) - len(done)
+            for column, key in COLUMNS:
+                numbers = [n for n in (_number(job.metrics.get(key)) for job in done) if n is not None]
+                row[f"{column}_mean"] = statistics.fmean(numbers) if numbers else None
+                row[f"{column}_std"] = statistics.stdev(numbers) if len(numbers) > 1 else (0.0 if numbers else None)
+            rows.append(row)
+        return rows
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _overrides(job_dir: Path) -> dict[str, str]:
+    path = job_dir / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return {}
+    result = {}
+    for item in OmegaConf.load(path):
+        key, _, value = str(item).partition("=")
+        result[key.lstrip("+~")] = value
+    return result
+
+
+def _job_dirs(sweep_dir: Path) -> list[Path]:
+    """Job folders: any sub-folder with Hydra's record or a metrics file, in job-number order."""
+    found = [d for d in sweep_dir.iterdir() if d.is_dir() and ((d / ".hydra").is_dir() or (d / METRICS_FILE).is_file())]
+    return sorted(found, key=lambda d: (0, int(d.name), "") if d.name.isdigit() else (1, 0, d.name))
+
+
+def collect(sweep_dir: str | Path) -> Sweep:
+    """Read every job of ``sweep_dir`` (finished, failed or still missing its metrics)."""
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise FileNotFoundError(f"{sweep_dir}: no such sweep directory")
+    jobs = []
+    for job_dir in _job_dirs(sweep_dir):
+        metrics_file = job_dir / METRICS_FILE
+        try:
+            metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+        except json.JSONDecodeError:
+            metrics = {"status": "failed", "error": f"unreadable {METRICS_FILE}"}
+        jobs.append(Job(job_dir.name, job_dir, _overrides(job_dir), metrics))
+    keys = sorted({key for job in jobs for key in job.overrides})
+    varying = [key for key in keys if len({job.overrides.get(key) for job in jobs}) > 1]
+    return Sweep(sweep_dir, jobs, varying)

@@ -1,0 +1,134 @@
+"""Write a sweep's report into its dir: report.csv, report.md and the figures."""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from alexnet_study import plots
+from alexnet_study.report.collect import Sweep, collect
+
+log = logging.getLogger(__name__)
+
+FIGURES = {
+    "curves": "curves.png",
+    "bars": "bars.png",
+    "heatmap": "heatmap.png",
+    "repeats": "repeats.png",
+}
+
+
+def write_report(sweep_dir: str | Path) -> Sweep:
+    """Collect ``sweep_dir`` and write ``report.csv``, ``report.md`` (and ``report_mean.csv``
+    with repeats) plus the PNG figures. Works on finished, failed and partial sweeps."""
+    sweep = collect(sweep_dir)
+    rows = sweep.rows()
+    _write_csv(sweep.path / "report.csv", rows)
+    repeat_rows = sweep.repeat_rows() if sweep.has_repeats() else []
+    if repeat_rows:
+        _write_csv(sweep.path / "report_mean.csv", repeat_rows)
+    figures = _write_figures(sweep, repeat_rows)
+    (sweep.path / "report.md").write_text(_markdown(sweep, rows, repeat_rows, figures))
+    log.info("sweep report: %s (%d jobs)", sweep.path / "report.md", len(rows))
+    return sweep
+
+
+def failures(sweep: Sweep) -> list[str]:
+    """``job N: status`` for every job that did not end ``ok``."""
+    return [f"job {job.name}: {job.status}" for job in sweep.jobs if job.status != "ok"]
+
+
+def _write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _format(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+    return str(value).replace("|", "\\|")
+
+
+def _table(rows: Sequence[dict[str, Any]]) -> str:
+    if not rows:
+        return "_no jobs_\n"
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    lines += ["| " + " | ".join(_format(row.get(c)) for c in columns) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _markdown(sweep: Sweep, rows: list[dict[str, Any]], repeat_rows: list[dict[str, Any]], figures: list[str]) -> str:
+    ok = sum(row["status"] == "ok" for row in rows)
+    parts = [
+        f"# Sweep report: {sweep.path.name}\n",
+        f"{len(rows)} jobs, {ok} ok. Varying: {', '.join(sweep.varying) or 'nothing'}. "
+        f"TensorBoard: `tensorboard --logdir {sweep.path}`\n",
+        "## Jobs\n",
+        _table(rows),
+    ]
+    if repeat_rows:
+        parts += ["## Mean and standard deviation over repeats (seeds)\n", _table(repeat_rows)]
+    parts += [f"![{name}]({name})\n" for name in figures]
+    return "\n".join(parts)
+
+
+def _write_figures(sweep: Sweep, repeat_rows: list[dict[str, Any]]) -> list[str]:
+    written = []
+    histories = {sweep.label(job): job.history for job in sweep.jobs if job.history}
+    if histories:
+        plots.save(plots.training_curves(histories), sweep.path / FIGURES["curves"])
+        written.append(FIGURES["curves"])
+    if sweep.jobs:
+        labels = [sweep.label(job) for job in sweep.jobs]
+        rows = sweep.rows()
+        panels = {
+            "best val acc": [r["best_val_acc"] for r in rows],
+            "training time (s)": [r["train_time_s"] for r in rows],
+        }
+        plots.save(plots.bars(labels, panels), sweep.path / FIGURES["bars"])
+        written.append(FIGURES["bars"])
+    if repeat_rows:
+        labels = [", ".join(f"{k}={row[k]}" for k in sweep.settings()) or "all" for row in repeat_rows]
+        panels = {
+            "best val acc": [r["best_val_acc_mean"] for r in repeat_rows],
+            "test acc": [r["test_acc_mean"] for r in repeat_rows],
+        }
+        errors = {
+            "best val acc": [r["best_val_acc_std"] for r in repeat_rows],
+            "test acc": [r["test_acc_std"] for r in repeat_rows],
+        }
+        plots.save(plots.bars(labels, panels, errors), sweep.path / FIGURES["repeats"])
+        written.append(FIGURES["repeats"])
+    settings = sweep.settings()
+    if len(settings) == 2:
+        plots.save(_grid_figure(sweep, *settings), sweep.path / FIGURES["heatmap"])
+        written.append(FIGURES["heatmap"])
+    return written
+
+
+def _grid_figure(sweep: Sweep, row_key: str, column_key: str) -> Any:
+    """Heatmaps of best val acc and training time over a 2-D grid (mean over repeats)."""
+    means = {(r[row_key], r[column_key]): r for r in sweep.repeat_rows()}
+    row_values = _sorted_values(r for r, _ in means)
+    column_values = _sorted_values(c for _, c in means)
+    panels = {}
+    for title, column in (("best val acc", "best_val_acc_mean"), ("training time (s)", "train_time_s_mean")):
+        panels[title] = [[means.get((r, c), {}).get(column) for c in column_values] for r in row_values]
+    return plots.heatmap(row_values, column_values, panels, row_key, column_key)
+
+
+def _sorted_values(values: Any) -> list[str]:
+    unique = list(dict.fromkeys(values))
+    try:
+        return sorted(unique, key=float)
+    except (TypeError, ValueError):
+        return sorted(unique, key=str)

@@ -1,0 +1,263 @@
+"""Every study as a Hydra experiment, the sweep report, and parallel sweeps on one machine."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.core.global_hydra import GlobalHydra
+from hydra.utils import instantiate
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch import nn
+
+from alexnet_study.__main__ import main as entry_point
+from alexnet_study.models.layers import DropConnectLinear
+from alexnet_study.report import collect, write_report
+from alexnet_study.report.__main__ import main as report_main
+
+from .conftest import REPO_ROOT
+
+EXPERIMENTS = sorted(p.stem for p in (REPO_ROOT / "conf" / "experiment").glob("*.yaml") if not p.stem.startswith("_"))
+# Jobs each experiment's own sweep launches.
+JOBS = {
+    "stride_sweep": 5, "conv_depth_sweep": 3, "fc_depth_sweep": 4, "depth_grid": 15, "activation_sweep": 4,
+    "loss_sweep": 2, "batchnorm_sweep": 2, "optimizer_sweep": 4, "lr_sweep": 3, "step_size_sweep": 4,
+    "weight_decay_sweep": 3, "gamma_sweep": 4, "augmentation_sweep": 5,
+}  # fmt: skip
+# Any experiment, shrunk to seconds: synthetic data, one batch per stage, a 67-pixel input (the
+# smallest at which every depth and stride setting keeps a feature map), narrow FC layers.
+SMOKE = [
+    "data=synthetic", "data.num_classes=17", "data.stored_size=32", "data.batch_size=8",
+    "data.train_size=32", "data.val_size=16", "data.test_size=16", "trainer=smoke",
+    "trainer.limit_train_batches=1", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
+    "trainer.enable_model_summary=false", "model.input_size=67", "model.hidden=[16,16]",
+    "~callbacks.dataset_views", "~callbacks.progress_bar", "trainer.enable_progress_bar=false",
+]  # fmt: skip
+
+
+def multirun(cwd: Path, *overrides: str) -> tuple[subprocess.CompletedProcess[str], Path]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "alexnet_study", *overrides, "-m"],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    sweeps = sorted(cwd.glob("outputs/*/multiruns/*"))
+    assert len(sweeps) == 1, (sweeps, result.stderr[-3000:])
+    return result, sweeps[0]
+
+
+def test_every_experiment_is_listed_with_its_job_count() -> None:
+    assert sorted(JOBS) == EXPERIMENTS
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiment_composes_and_declares_its_sweep(make_cfg, name: str) -> None:
+    cfg = make_cfg(f"+experiment={name}")
+    assert cfg.task_name == name
+    params = cfg.hydra.sweeper.params
+    assert params, "an experiment declares its own sweep"
+    # The study's own defaults are set and can be overridden from the command line.
+    overridden = make_cfg(f"+experiment={name}", "data.batch_size=7", "epochs=2")
+    assert overridden.data.batch_size == 7 and overridden.trainer.max_epochs == 2
+
+
+@pytest.mark.parametrize(
+    ("name", "dataset", "model", "optimizer", "lr", "batch", "epochs"),
+    [
+        ("stride_sweep", "Flowers17DataModule", "alexnet_tflearn", "SGD", 1e-3, 64, 100),
+        ("conv_depth_sweep", "CIFARDataModule", "alexnet", "SGD", 1e-2, 128, 10),
+        ("depth_grid", "CIFARDataModule", "alexnet", "SGD", 1e-2, 128, 10),
+        ("lr_sweep", "Caltech101DataModule", "alexnet", "SGD", 1e-2, 256, 30),
+    ],
+)
+def test_experiment_recipes(make_cfg, name, dataset, model, optimizer, lr, batch, epochs) -> None:
+    cfg = make_cfg(f"+experiment={name}")
+    assert cfg.data._target_.endswith(dataset) and cfg.model.name == model
+    assert cfg.optim._target_.endswith(optimizer) and cfg.optim.lr == pytest.approx(lr)
+    assert cfg.data.batch_size == batch and cfg.trainer.max_epochs == epochs
+
+
+def test_caltech_recipe_matches_the_study(make_cfg) -> None:
+    cfg = make_cfg("+experiment=gamma_sweep")
+    assert cfg.optim.momentum == 0.9 and cfg.optim.weight_decay == pytest.approx(5e-5)
+    assert cfg.sched.scheduler._target_.endswith("StepLR")
+    assert (cfg.sched.scheduler.step_size, cfg.sched.scheduler.gamma) == (20, 0.1)
+    assert cfg.data.normalize == "half" and cfg.data.val_fraction == 0.5
+
+
+STRIDE_VARIANTS = {
+    "s222_dropout55": ((2, 2, 2), (0.5, 0.5), False),
+    "s333_dropout55": ((3, 3, 3), (0.5, 0.5), False),
+    "s332_dropout43": ((3, 3, 2), (0.4, 0.3), False),
+    "s322_dropout43": ((3, 2, 2), (0.4, 0.3), False),
+    "s332_dropconnect43": ((3, 3, 2), (0.4, 0.3), True),
+}
+
+
+def test_the_stride_sweep_is_exactly_the_five_models(make_cfg) -> None:
+    variants = sorted(p.stem for p in (REPO_ROOT / "conf" / "variant" / "stride").glob("*.yaml"))
+    assert variants == sorted(STRIDE_VARIANTS)
+    for variant, (strides, rates, dropconnect) in STRIDE_VARIANTS.items():
+        cfg = make_cfg("+experiment=stride_sweep", f"+variant/stride={variant}")
+        with torch.device("meta"):
+            net = instantiate(cfg.model)
+        assert tuple(m.stride for m in net.modules() if isinstance(m, nn.MaxPool2d)) == strides
+        assert sum(isinstance(m, nn.LocalResponseNorm) for m in net.modules()) == 3
+        assert isinstance(net.classifier[1], nn.Tanh)
+        if dropconnect:
+            assert [m.p for m in net.modules() if isinstance(m, DropConnectLinear)] == list(rates)
+            assert not any(isinstance(m, nn.Dropout) for m in net.modules())
+        else:
+            assert tuple(m.p for m in net.modules() if isinstance(m, nn.Dropout)) == rates
+
+
+def test_loss_and_optimizer_variants_couple_their_settings(make_cfg) -> None:
+    bce = make_cfg("+experiment=loss_sweep", "+variant/loss=bce")
+    assert bce.loss._target_.endswith("OneHotBCEWithLogitsLoss") and bce.optim._target_ == "torch.optim.Adam"
+    assert (bce.optim.lr, bce.optim.weight_decay) == (1e-4, 5e-4)
+    ce = make_cfg("+experiment=loss_sweep", "+variant/loss=ce")
+    assert ce.loss._target_ == "torch.nn.CrossEntropyLoss" and ce.optim._target_ == "torch.optim.SGD"
+    plain = make_cfg("+experiment=optimizer_sweep", "+variant/optimizer=sgd")
+    assert plain.optim._target_ == "torch.optim.SGD" and plain.optim.momentum == 0.0
+    assert make_cfg("+experiment=optimizer_sweep", "+variant/optimizer=adadelta").optim.lr == 1.0
+
+
+def multirun_in_process(monkeypatch: pytest.MonkeyPatch, root: Path, *overrides: str) -> Path:
+    """``python -m alexnet_study OVERRIDES -m`` in this process (no interpreter start-up per sweep)."""
+    monkeypatch.setattr(sys, "argv", ["alexnet_study", f"paths.root_dir={root}", *overrides, "-m"])
+    GlobalHydra.instance().clear()
+    try:
+        entry_point()
+    finally:
+        GlobalHydra.instance().clear()
+    sweeps = sorted(root.glob("outputs/*/multiruns/*"))
+    assert len(sweeps) == 1, sweeps
+    return sweeps[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiment_runs_as_a_smoke_multirun_with_a_report(monkeypatch, tmp_path: Path, name: str) -> None:
+    sweep = multirun_in_process(monkeypatch, tmp_path, f"+experiment={name}", *SMOKE)
+    assert sweep.parent.parent.name == name
+    with (sweep / "report.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == JOBS[name]
+    assert all(row["status"] == "ok" for row in rows), [row["status"] for row in rows]
+    for figure in ("curves.png", "bars.png"):
+        with Image.open(sweep / figure) as image:
+            image.verify()
+    if name == "depth_grid":
+        with Image.open(sweep / "heatmap.png") as image:
+            image.verify()
+        assert {(row["model.conv_depth"], row["model.fc_depth"]) for row in rows} == {
+            (str(c), str(f)) for c in range(1, 6) for f in range(1, 4)
+        }
+    assert "| job |" in (sweep / "report.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def failing_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """A 3-job sweep whose middle job fails (an unknown activation)."""
+    cwd = tmp_path_factory.mktemp("failing")
+    tiny = [o for o in SMOKE if not o.startswith(("model.", "data.num_classes"))]
+    return multirun(cwd, *tiny, "model=convnet", "model.input_size=32", "model.activation=relu,swish,tanh")
+
+
+def test_a_failed_job_does_not_stop_the_sweep_and_is_reported(failing_sweep) -> None:
+    result, sweep = failing_sweep
+    assert result.returncode == 1
+    assert "1 of 3 sweep jobs did not finish ok" in result.stderr and "report.md" in result.stderr
+    rows = {row["job"]: row for row in csv.DictReader((sweep / "report.csv").open())}
+    assert rows["0"]["status"] == rows["2"]["status"] == "ok"
+    assert rows["1"]["status"].startswith("failed: ConfigError: model.activation='swish'")
+    assert float(rows["2"]["test_acc"]) >= 0  # the job after the failure ran
+
+
+def test_each_job_logs_hparams_to_tensorboard(failing_sweep) -> None:
+    _, sweep = failing_sweep
+    accumulator = EventAccumulator(str(next((sweep / "0" / "tensorboard").glob("events.out.tfevents.*"))))
+    accumulator.Reload()
+    assert "_hparams_/session_start_info" in accumulator.PluginTagToContent("hparams")
+    assert {"hparams/best_val_acc", "hparams/test_acc"} <= set(accumulator.Tags()["scalars"])
+
+
+def test_the_report_command_rewrites_a_copied_sweep_dir(failing_sweep, tmp_path: Path, capsys) -> None:
+    _, sweep = failing_sweep
+    copy = tmp_path / "copied"
+    shutil.copytree(sweep, copy)
+    for name in ("report.csv", "report.md", "curves.png", "bars.png"):
+        (copy / name).unlink()
+    assert report_main([str(copy)]) == 1  # a job failed
+    assert "3 jobs, 2 ok" in capsys.readouterr().out
+    assert (copy / "report.md").is_file() and (copy / "curves.png").is_file()
+    assert report_main([str(tmp_path / "missing")]) == 2
+
+
+def test_a_partial_sweep_reports_jobs_without_metrics(failing_sweep, tmp_path: Path) -> None:
+    _, sweep = failing_sweep
+    copy = tmp_path / "partial"
+    shutil.copytree(sweep, copy)
+    (copy / "2" / "metrics.json").unlink()  # killed before it wrote anything
+    rows = collect(copy).rows()
+    assert rows[2]["status"].startswith("failed: no metrics.json")
+    write_report(copy)
+    assert (copy / "report.md").read_text().count("failed") == 2
+
+
+def make_job(sweep: Path, number: int, overrides: list[str], **metrics: object) -> None:
+    job = sweep / str(number)
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    record = {"status": "ok", "history": [{"epoch": 0, "val/acc": metrics.get("best_val_acc", 0)}], **metrics}
+    (job / "metrics.json").write_text(json.dumps(record))
+
+
+def test_repeats_are_averaged_per_setting(tmp_path: Path) -> None:
+    sweep = tmp_path / "repeats"
+    accuracies = {"0.01": [0.5, 0.6, 0.7], "0.1": [0.2, 0.4, 0.9]}
+    number = 0
+    for lr, values in accuracies.items():
+        for seed, value in enumerate(values):
+            make_job(sweep, number, [f"optim.lr={lr}", f"seed={seed}", "data=synthetic"],
+                     best_val_acc=value, test_acc=value - 0.1, train_time_s=10.0 * (seed + 1))  # fmt: skip
+            number += 1
+    make_job(sweep, number, ["optim.lr=0.1", "seed=3", "data=synthetic"], status="diverged", best_val_acc=0.1)
+    result = write_report(sweep)
+    assert result.varying == ["optim.lr", "seed"]
+    with (sweep / "report_mean.csv").open() as handle:
+        means = {row["optim.lr"]: row for row in csv.DictReader(handle)}
+    assert float(means["0.01"]["best_val_acc_mean"]) == pytest.approx(0.6)
+    assert float(means["0.01"]["best_val_acc_std"]) == pytest.approx(0.1)  # sample std of .5 .6 .7
+    assert float(means["0.1"]["best_val_acc_mean"]) == pytest.approx(0.5)
+    assert float(means["0.1"]["best_val_acc_std"]) == pytest.approx(0.360555, abs=1e-6)
+    assert float(means["0.1"]["train_time_s_mean"]) == pytest.approx(20.0)
+    assert (means["0.1"]["runs"], means["0.1"]["failed"]) == ("3", "1")  # the diverged repeat is left out
+    assert (sweep / "repeats.png").is_file() and "Mean and standard deviation" in (sweep / "report.md").read_text()
+    assert collect(sweep).jobs[-1].status == "diverged"
+
+
+@pytest.mark.slow
+def test_parallel_launcher_runs_jobs_at_once_each_in_its_own_dir(tmp_path: Path) -> None:
+    tiny = [o for o in SMOKE if not o.startswith(("model.", "data.num_classes"))]
+    result, sweep = multirun(
+        tmp_path, *tiny, "model=convnet", "model.input_size=32", "model.activation=relu,tanh",
+        "hydra/launcher=parallel", "hydra.launcher.n_jobs=2",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Joblib.Parallel(n_jobs=2" in result.stdout + result.stderr
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
+    assert jobs == ["0", "1"]
+    for job in jobs:
+        metrics = json.loads((sweep / job / "metrics.json").read_text())
+        assert metrics["status"] == "ok"
+    outside = [p for p in tmp_path.rglob("*") if p.is_file() and sweep not in p.parents and "data" not in p.parts]
+    assert outside == [], outside  # nothing written outside the sweep dir (datasets aside)
