@@ -1,10 +1,48 @@
 """alexnet-study: AlexNet studies with PyTorch Lightning and Hydra.
 
-The notebook API: build a network from a preset, compose a config as the command line does.
+The Python API (for notebooks and scripts)::
+
+    import alexnet_study as ast
+    net = ast.build_model("alexnet_2012", num_classes=10)      # a preset plus overrides
+    print(ast.summarize(net))                                 # shapes, parameters, FLOPs per layer
+    run = ast.train(["data=synthetic", "trainer=smoke"])      # the command line's run, in-process
+    ast.plots.training_curves({"run": run.history})           # the report's own figures
+    table = ast.load_sweep("outputs/lr_sweep/multiruns/...")  # report rows (pandas if installed)
 """
 
-from alexnet_study.config import compose, config_dir
-from alexnet_study.models import AlexNet, build_alexnet, count_parameters, resolve_spec
+from __future__ import annotations
 
-__all__ = ["AlexNet", "build_alexnet", "compose", "config_dir", "count_parameters", "resolve_spec"]
+import importlib
+from typing import Any
+
+from alexnet_study.config import compose, config_dir
+
 __version__ = "0.1.0"
+
+# Loaded on first use, so `python -m alexnet_study --help` does not import matplotlib and friends.
+_LAZY = {
+    "build_model": "alexnet_study.api",
+    "summarize": "alexnet_study.api",
+    "train": "alexnet_study.api",
+    "sweep": "alexnet_study.api",
+    "load_run": "alexnet_study.api",
+    "load_sweep": "alexnet_study.api",
+    "Run": "alexnet_study.api",
+    "ModelSummary": "alexnet_study.api",
+    "AlexNet": "alexnet_study.models",
+    "build_alexnet": "alexnet_study.models",
+    "count_parameters": "alexnet_study.models",
+    "resolve_spec": "alexnet_study.models",
+    "sweep_figures": "alexnet_study.report",
+    "write_report": "alexnet_study.report",
+    "plots": "alexnet_study.plots",
+}
+
+__all__ = ["__version__", "compose", "config_dir", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'alexnet_study' has no attribute {name!r}")
+    module = importlib.import_module(_LAZY[name])
+    return module if name == "plots" else getattr(module, name)

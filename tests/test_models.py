@@ -908,7 +908,8 @@ ALEXNET_PATHS = {
     "conv3": "features.6", "act3": "features.7",
     "conv4": "features.8", "act4": "features.9",
     "conv5": "features.10", "act5": "features.11", "pool5": "features.12",
-    "fc6": "classifier.1", "fc7": "classifier.4", "fc8": "classifier.6",
+    "drop6": "classifier.0", "fc6": "classifier.1", "act6": "classifier.2",
+    "drop7": "classifier.3", "fc7": "classifier.4", "act7": "classifier.5", "fc8": "classifier.6",
 }  # fmt: skip
 ALEXNET_2012_PATHS = {
     "conv1": "features.0", "act1": "features.1", "lrn1": "features.2", "pool1": "features.3",
@@ -916,7 +917,8 @@ ALEXNET_2012_PATHS = {
     "conv3": "features.8", "act3": "features.9",
     "conv4": "features.10", "act4": "features.11",
     "conv5": "features.12", "act5": "features.13", "pool5": "features.14",
-    "fc6": "classifier.0", "fc7": "classifier.3", "fc8": "classifier.6",
+    "fc6": "classifier.0", "act6": "classifier.1", "drop6": "classifier.2",
+    "fc7": "classifier.3", "act7": "classifier.4", "drop7": "classifier.5", "fc8": "classifier.6",
 }  # fmt: skip
 
 
@@ -932,6 +934,7 @@ LAYER_KINDS = {
     "lrn": nn.LocalResponseNorm,
     "pool": nn.MaxPool2d,
     "fc": nn.Linear,
+    "drop": (nn.Dropout, nn.Identity),  # an Identity holds a dropout slot under DropConnect
 }
 
 

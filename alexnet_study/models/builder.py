@@ -26,7 +26,8 @@ class AlexNet(nn.Module):
 
     Modules are flat ``nn.Sequential``s in torchvision's order, so the ``alexnet`` preset's
     ``state_dict`` is torchvision's. ``layer_paths`` maps the paper's layer names (``conv1`` ...
-    ``conv5``, ``pool1``, ``fc6`` ... ``fc8``; numbering follows the depth) to module paths.
+    ``conv5``, ``fc6`` ... ``fc8``, numbered by depth, and ``bnN``, ``actN``, ``lrnN``, ``poolN``,
+    ``dropN`` for the modules around them) to module paths.
     """
 
     def __init__(self, spec: ModelSpec) -> None:
@@ -84,22 +85,25 @@ class AlexNet(nn.Module):
         # The rate that applies to the input of each linear layer (0 where none is configured).
         input_rates = [*spec.dropout, 0.0] if spec.dropout_position == "input" else [0.0, *spec.dropout]
 
+        def add(name: str, module: nn.Module) -> None:
+            self.layer_paths[name] = f"classifier.{len(modules)}"
+            modules.append(module)
+
         for j, (width, rate) in enumerate(zip(widths, input_rates, strict=True)):
-            name = f"fc{first_fc + j}"
+            number = first_fc + j
+            # An Identity in a dropout slot keeps module indices (and pretrained state_dict keys) stable.
             if spec.dropout_position == "input" and j < len(spec.hidden):
-                # An Identity keeps module indices (and pretrained state_dict keys) stable.
-                modules.append(nn.Identity() if spec.dropconnect else nn.Dropout(rate))
+                add(f"drop{number}", nn.Identity() if spec.dropconnect else nn.Dropout(rate))
             if spec.dropconnect and rate > 0:
                 linear: nn.Linear = DropConnectLinear(in_features, width, p=rate)
             else:
                 linear = nn.Linear(in_features, width)
-            self.layer_paths[name] = f"classifier.{len(modules)}"
-            modules.append(linear)
+            add(f"fc{number}", linear)
             linears.append(linear)
             if j < len(spec.hidden):
-                modules.append(make_activation(spec.fc_activation))
+                add(f"act{number}", make_activation(spec.fc_activation))
                 if spec.dropout_position == "output":
-                    modules.append(nn.Identity() if spec.dropconnect else nn.Dropout(spec.dropout[j]))
+                    add(f"drop{number}", nn.Identity() if spec.dropconnect else nn.Dropout(spec.dropout[j]))
             in_features = width
         return modules, linears
 

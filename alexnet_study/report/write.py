@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from matplotlib.figure import Figure
+
 from alexnet_study import plots
 from alexnet_study.report.collect import Sweep, collect
 
@@ -30,7 +32,7 @@ def write_report(sweep_dir: str | Path) -> Sweep:
     repeat_rows = sweep.repeat_rows() if sweep.has_repeats() else []
     if repeat_rows:
         _write_csv(sweep.path / "report_mean.csv", repeat_rows)
-    figures = _write_figures(sweep, repeat_rows)
+    figures = _write_figures(sweep)
     (sweep.path / "report.md").write_text(_markdown(sweep, rows, repeat_rows, figures))
     log.info("sweep report: %s (%d jobs)", sweep.path / "report.md", len(rows))
     return sweep
@@ -81,12 +83,13 @@ def _markdown(sweep: Sweep, rows: list[dict[str, Any]], repeat_rows: list[dict[s
     return "\n".join(parts)
 
 
-def _write_figures(sweep: Sweep, repeat_rows: list[dict[str, Any]]) -> list[str]:
-    written = []
+def sweep_figures(sweep: Sweep) -> dict[str, Figure]:
+    """The report's figures by file name: training curves of every job, bars of best val acc and
+    training time, mean +/- std over repeats, and heatmaps for 2-D grids (what applies)."""
+    figures: dict[str, Figure] = {}
     histories = {sweep.label(job): job.history for job in sweep.jobs if job.history}
     if histories:
-        plots.save(plots.training_curves(histories), sweep.path / FIGURES["curves"])
-        written.append(FIGURES["curves"])
+        figures[FIGURES["curves"]] = plots.training_curves(histories)
     if sweep.jobs:
         labels = [sweep.label(job) for job in sweep.jobs]
         rows = sweep.rows()
@@ -94,9 +97,9 @@ def _write_figures(sweep: Sweep, repeat_rows: list[dict[str, Any]]) -> list[str]
             "best val acc": [r["best_val_acc"] for r in rows],
             "training time (s)": [r["train_time_s"] for r in rows],
         }
-        plots.save(plots.bars(labels, panels), sweep.path / FIGURES["bars"])
-        written.append(FIGURES["bars"])
-    if repeat_rows:
+        figures[FIGURES["bars"]] = plots.bars(labels, panels)
+    if sweep.has_repeats():
+        repeat_rows = sweep.repeat_rows()
         labels = [", ".join(f"{k}={row[k]}" for k in sweep.settings()) or "all" for row in repeat_rows]
         panels = {
             "best val acc": [r["best_val_acc_mean"] for r in repeat_rows],
@@ -106,16 +109,20 @@ def _write_figures(sweep: Sweep, repeat_rows: list[dict[str, Any]]) -> list[str]
             "best val acc": [r["best_val_acc_std"] for r in repeat_rows],
             "test acc": [r["test_acc_std"] for r in repeat_rows],
         }
-        plots.save(plots.bars(labels, panels, errors), sweep.path / FIGURES["repeats"])
-        written.append(FIGURES["repeats"])
-    settings = sweep.settings()
-    if len(settings) == 2:
-        plots.save(_grid_figure(sweep, *settings), sweep.path / FIGURES["heatmap"])
-        written.append(FIGURES["heatmap"])
-    return written
+        figures[FIGURES["repeats"]] = plots.bars(labels, panels, errors)
+    if len(sweep.settings()) == 2:
+        figures[FIGURES["heatmap"]] = _grid_figure(sweep, *sweep.settings())
+    return figures
 
 
-def _grid_figure(sweep: Sweep, row_key: str, column_key: str) -> Any:
+def _write_figures(sweep: Sweep) -> list[str]:
+    figures = sweep_figures(sweep)
+    for name, figure in figures.items():
+        plots.save(figure, sweep.path / name)
+    return list(figures)
+
+
+def _grid_figure(sweep: Sweep, row_key: str, column_key: str) -> Figure:
     """Heatmaps of best val acc and training time over a 2-D grid (mean over repeats)."""
     means = {(r[row_key], r[column_key]): r for r in sweep.repeat_rows()}
     row_values = _sorted_values(r for r, _ in means)
