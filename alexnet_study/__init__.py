@@ -5,7 +5,7 @@ The Python API (for notebooks and scripts)::
     import alexnet_study as ast
     net = ast.build_model("alexnet_2012", num_classes=10)      # a preset plus overrides
     print(ast.summarize(net))                                 # shapes, parameters, FLOPs per layer
-    run = ast.train(["data=synthetic", "trainer=smoke"])      # the command line's run, in-process
+    run = ast.fit(["data=synthetic", "trainer=smoke"])        # the command line's run, in-process
     ast.plots.training_curves({"run": run.history})           # the report's own figures
     table = ast.load_sweep("outputs/lr_sweep/multiruns/...")  # report rows (pandas if installed)
 """
@@ -23,7 +23,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "build_model": "alexnet_study.api",
     "summarize": "alexnet_study.api",
-    "train": "alexnet_study.api",
+    "fit": "alexnet_study.api",
     "sweep": "alexnet_study.api",
     "load_run": "alexnet_study.api",
     "load_sweep": "alexnet_study.api",

@@ -98,6 +98,11 @@ def summarize(model: nn.Module, input_size: int | None = None, in_channels: int 
         device = next(model.parameters()).device
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
             model(torch.zeros(1, channels, size, size, device=device))
+    except RuntimeError as err:
+        raise ValueError(
+            f"this model does not take a {size}x{size} input ({err}); build it for that size instead, "
+            f"e.g. build_model(..., input_size={size})"
+        ) from err
     finally:
         for hook in hooks:
             hook.remove()
@@ -134,8 +139,10 @@ class Run:
         return list(self.metrics.get("history") or [])
 
 
-def train(overrides: Sequence[str] = (), output_dir: str | Path | None = None) -> Run:
-    """Train in this process exactly as ``python -m alexnet_study OVERRIDES`` would.
+def fit(overrides: Sequence[str] = (), output_dir: str | Path | None = None) -> Run:
+    """Train (and test) in this process exactly as ``python -m alexnet_study OVERRIDES`` would.
+
+    (Named ``fit`` because ``alexnet_study.train`` is the module that does the work.)
 
     The run dir defaults to ``outputs/notebook/runs/<time>`` under the working directory.
     Returns the :class:`Run` (metrics as written to ``metrics.json``).
@@ -144,10 +151,16 @@ def train(overrides: Sequence[str] = (), output_dir: str | Path | None = None) -
 
     run_dir = Path(output_dir or Path("outputs/notebook/runs") / datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f"))
     cfg = compose(overrides, output_dir=run_dir.resolve())
-    metrics = run(cfg)
     config = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(config, dict)
     config.pop("hydra", None)
+    # The record Hydra keeps for command-line runs, so load_run and reports read both alike.
+    record = run_dir / ".hydra"
+    record.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(OmegaConf.create(config), record / "config.yaml")
+    if not (record / "overrides.yaml").is_file():
+        OmegaConf.save(OmegaConf.create(list(overrides)), record / "overrides.yaml")
+    metrics = run(cfg)
     return Run(run_dir, metrics, config)
 
 
@@ -163,10 +176,8 @@ def sweep(
     for number, values in enumerate(itertools.product(*(grid[k] for k in keys))):
         job_overrides = [*overrides, *(f"{k}={v}" for k, v in zip(keys, values, strict=True))]
         job_dir = root / str(number)
-        (job_dir / ".hydra").mkdir(parents=True, exist_ok=True)
-        (job_dir / ".hydra" / "overrides.yaml").write_text(OmegaConf.to_yaml(list(job_overrides)))
         try:
-            train(job_overrides, output_dir=job_dir)
+            fit(job_overrides, output_dir=job_dir)
         except Exception as err:  # recorded in the job's metrics.json, as a sweep does
             print(f"job {number} failed: {type(err).__name__}: {err}")
     write_report(root)
