@@ -28,8 +28,10 @@ _NOISE = ("Set the environment variable HYDRA_FULL_ERROR", "full_key:", "object_
 
 def check_command_line(argv: Sequence[str]) -> None:
     """Raise :class:`ConfigError` if Hydra would fail to compose ``argv`` or it names a forbidden target."""
-    from hydra._internal.utils import get_args_parser  # Hydra's own parser: the same flags, the same overrides
-
+    try:  # Hydra's own parser (internal, stable through 1.3): the same flags, the same overrides
+        from hydra._internal.utils import get_args_parser
+    except ImportError:  # another Hydra: leave every check to it and to run()
+        return
     args = get_args_parser().parse_args(list(argv))
     if args.help or args.hydra_help or args.shell_completion or args.info or args.config_path or args.config_dir:
         return  # Hydra answers these itself; another config dir is not ours to compose
@@ -95,9 +97,9 @@ def _check_group_choices(parsed: list[Any]) -> None:
 
 
 def _jobs(parsed: list[Any], overrides: list[str]) -> list[list[str]]:
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-
     try:
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
         return [list(job) for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
     except Exception:  # a sweep the basic sweeper cannot expand: check the rest, Hydra reports that one
         return [[o.input_line for o in parsed if not o.is_sweep_override()]]
