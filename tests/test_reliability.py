@@ -32,6 +32,7 @@ from alexnet_study.validate import EXTRA_TARGETS_ENV, validate_config
 
 from .conftest import REPO_ROOT, TINY
 
+THREADS = min(2, os.cpu_count() or 1)  # as conftest's _few_threads: CPU results depend on the thread count
 # Three epochs of 10 steps; last.ckpt every 4 steps as well as at each epoch end.
 RESUMABLE = [
     *TINY,
@@ -102,7 +103,7 @@ def run_cli(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedPr
         "PYTHONPATH": str(REPO_ROOT),  # for tests.test_reliability.* targets
         EXTRA_TARGETS_ENV: "tests",
         # The same thread count as the in-process runs compared with (conftest's _few_threads).
-        "OMP_NUM_THREADS": str(torch.get_num_threads()),
+        "OMP_NUM_THREADS": str(THREADS),
     }
     return subprocess.run(
         [sys.executable, "-m", "alexnet_study", *args],
@@ -138,7 +139,7 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     from alexnet_study.config import compose
 
     root = tmp_path_factory.mktemp("uninterrupted")
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    torch.set_num_threads(THREADS)
     try:
         return run(compose([f"paths.root_dir={root}", *RESUMABLE], output_dir=root / "run"))
     finally:
