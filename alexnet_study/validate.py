@@ -5,10 +5,11 @@ and what is accepted:
 
 - ``_target_`` safety (:func:`check_targets`): configs and overrides may only instantiate public
   callables of torch, torchvision, lightning, torchmetrics and alexnet_study (and, under ``hydra``,
-  Hydra's launcher/sweeper plugins and callbacks). ``ALEXNET_STUDY_EXTRA_TARGETS`` (comma-separated module prefixes, an
-  environment variable so that no config or override can widen it) adds more, e.g. the tests'
-  ``tests``. Entry points of those packages that load or compile arbitrary code (``torch.hub``,
-  ``torch.load``, ...) are refused too. A guard against configs calling arbitrary Python, not a sandbox.
+  Hydra's launcher/sweeper plugins and callbacks; logging handlers from ``logging``).
+  ``ALEXNET_STUDY_EXTRA_TARGETS`` (comma-separated module prefixes; an environment variable, so
+  that no config or override can widen it) adds more, e.g. the tests' ``tests``. Entry points of
+  those packages that load or compile arbitrary code (``torch.hub``, ``torch.load``, ...) are
+  refused too. A guard against configs calling arbitrary Python, not a sandbox.
 - values (:func:`check_values`): names of activations, optimizers and losses, rates, learning
   rate, batch sizes, the model spec (layers, strides, depths) and class counts.
 """
@@ -45,8 +46,8 @@ DENIED_SUFFIXES = (".load_from_checkpoint",)
 HYDRA_PREFIXES = ("hydra._internal.core_plugins", "hydra.experimental.callbacks", "hydra_plugins")
 # Keys of Python's logging config (Hydra's hydra/job_logging) that name a class or factory.
 LOGGING_CLASS_KEYS = ("class", "()")
-LOGGING_PACKAGES = ("logging", "hydra")
-# Classes of datasets whose class count is fixed, by ``data.variant``.
+LOGGING_PACKAGES = ("logging", "hydra", "colorlog")  # colorlog: the hydra-colorlog plugin's formatter
+# Datasets whose class count is known without reading them, by ``data.variant``.
 KNOWN_NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
 
 
