@@ -1,8 +1,14 @@
-"""``python -m alexnet_study [OVERRIDES] [-m]``: one training run, or a sweep with ``-m``."""
+"""``python -m alexnet_study [OVERRIDES] [-m]``: one training run, or a sweep with ``-m``.
+
+Exit status: 0 done; 2 a mistake the one error line explains (a config value, an override Hydra
+cannot compose, a forbidden ``_target_``, a diverged or unreadable run); 143 stopped by SIGTERM
+after saving ``last.ckpt``; 1 anything else (Ctrl-C included).
+"""
 
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 
 import hydra
@@ -10,16 +16,34 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from alexnet_study.cli import check_command_line
 from alexnet_study.config import config_dir
 from alexnet_study.errors import StudyError
 
 log = logging.getLogger("alexnet_study")
 
+EXIT_USER_ERROR = 2
+EXIT_SIGTERM = 128 + signal.SIGTERM  # what a shell reports for a process ended by SIGTERM
+
+
+def main() -> None:
+    """The console entry point: check the command line, then hand it to Hydra."""
+    try:
+        check_command_line(sys.argv[1:])
+    except StudyError as err:
+        # Hydra has not set up logging yet: the same one-line format, by hand.
+        print(f"[alexnet_study][ERROR] - {err}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    hydra_main()
+
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
-def main(cfg: DictConfig) -> float | None:
+def hydra_main(cfg: DictConfig) -> float | None:
     """Train as configured; return ``val/acc_best`` (what sweepers optimize)."""
-    from alexnet_study.train import run  # after Hydra has parsed the command line: --help stays fast
+    # Imported after Hydra has parsed the command line: --help stays fast.
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from alexnet_study.train import run
 
     _route_lightning_logs_through_hydra()
     in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
@@ -29,7 +53,11 @@ def main(cfg: DictConfig) -> float | None:
         log.error("%s", err)
         if in_sweep:
             return None  # recorded in the job's metrics.json; the sweep goes on (see below)
-        sys.exit(2)
+        sys.exit(EXIT_USER_ERROR)
+    except SIGTERMException:
+        # Lightning's SIGTERMException is a SystemExit with status 0: a preempted job must not look done.
+        log.error("stopped by SIGTERM; run the same command again (resume=auto) to continue from last.ckpt")
+        sys.exit(EXIT_SIGTERM)
     except Exception:
         if not in_sweep:
             raise

@@ -33,6 +33,11 @@ class EpochRecorder(L.Callback):
         self._epoch_start = self._train_end = 0.0
         self._images = 0
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # A run resumed mid-epoch gets no on_train_epoch_start for that epoch: time it from here
+        # (its record then covers the part after the resume).
+        self.on_train_epoch_start(trainer, pl_module)
+
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         _synchronize(pl_module.device)
         self._epoch_start = time.perf_counter()
@@ -64,6 +69,13 @@ class EpochRecorder(L.Callback):
         pl_module.log("time/epoch_s", record["epoch_s"])
         pl_module.log("time/train_s", record["train_s"])
         pl_module.log("time/images_per_s", record["images_per_s"])
+
+    # In checkpoints: a resumed run's metrics.json has the whole history, not just its own epochs.
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": self.history}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = list(state_dict.get("history", []))
 
     def summary(self) -> dict[str, float]:
         """Totals over the fit: training seconds, images and images/s (first epoch included)."""

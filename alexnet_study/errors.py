@@ -13,3 +13,15 @@ class ConfigError(StudyError, ValueError):
 
 class DataError(StudyError):
     """A dataset is missing, incomplete or unreadable; the message names the path and how to proceed."""
+
+
+class CheckpointError(StudyError):
+    """A checkpoint cannot be read or written; the message names the file and the way forward."""
+
+
+class DivergenceError(StudyError):
+    """The training loss became NaN or infinite; the message names the epoch, step and learning rate."""
+
+    def __init__(self, message: str, *, epoch: int, step: int, lr: float | None) -> None:
+        super().__init__(message)
+        self.epoch, self.step, self.lr = epoch, step, lr

@@ -60,10 +60,16 @@ class ImageClassifier(L.LightningModule):
         self.channels_last = channels_last
         self.num_classes = num_classes
 
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        # Training metrics skip input checks: torchmetrics' NaN and class-range checks read values
+        # back from the device every step (NaN losses are the divergence guard's job).
+        self.train_loss = MeanMetric(nan_strategy="disable")
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_loss = MeanMetric()
         self.val_acc_best = MaxMetric()
+        # Saved in checkpoints, so a run resumed mid-epoch reports the same epoch metrics and best.
+        for metric in (self.train_loss, self.train_acc, self.val_acc_best):
+            metric.persistent(True)
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_top5 = MulticlassAccuracy(num_classes, top_k=5, average="micro") if num_classes >= 5 else None
         self.test_per_class = MulticlassAccuracy(num_classes, average=None)
@@ -90,14 +96,20 @@ class ImageClassifier(L.LightningModule):
         return self.loss(logits, target), logits, target
 
     # -- training ----------------------------------------------------------------------------
-    def on_train_start(self) -> None:
-        # The sanity-check validation must not count as a "best" epoch.
-        self.val_acc_best.reset()
+    def on_train_epoch_start(self) -> None:
+        # Lightning resets logged metrics after the epoch-end hooks, but an epoch-end checkpoint is
+        # written before that: a run resumed from one must not carry the old epoch into the new.
+        # (Not called when a run resumes mid-epoch, whose partial sums are the ones to keep.)
+        self.train_loss.reset()
+        self.train_acc.reset()
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, logits, target = self.compute_loss(batch)
+        # full_like, not a Python int: that would be a host-to-device copy (a sync) every step.
+        self.train_loss.update(loss.detach(), weight=torch.full_like(loss, target.shape[0]))
         self.train_acc.update(logits, target)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
+        self.log("train/loss_epoch", self.train_loss, on_step=False, on_epoch=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
         # A CPU tensor: logging a Python float would copy it to the GPU, a host sync every step.
         self.log("lr", torch.tensor(self.optimizers().param_groups[0]["lr"]), on_step=True, on_epoch=False)

@@ -19,10 +19,14 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from alexnet_study.callbacks import EpochRecorder
+from alexnet_study.checkpointing import AtomicCheckpointIO, ResumeState, resume_checkpoint
+from alexnet_study.config import uses_cuda
 from alexnet_study.data.base import DeviceDataModule
-from alexnet_study.errors import StudyError
+from alexnet_study.errors import DivergenceError, StudyError
 from alexnet_study.models.builder import count_parameters
 from alexnet_study.module import ImageClassifier
+from alexnet_study.provenance import Provenance, RecordDataset
+from alexnet_study.validate import validate_config
 
 log = logging.getLogger(__name__)
 
@@ -65,16 +69,36 @@ def build_module(cfg: DictConfig) -> ImageClassifier:
 
 
 def build_trainer(cfg: DictConfig, extra_callbacks: list[L.Callback] = ()) -> L.Trainer:
+    """The Trainer: config callbacks and loggers, plus what every run needs to resume exactly
+    (:class:`ResumeState`) and to write checkpoints atomically (:class:`AtomicCheckpointIO`)."""
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
-    return instantiate(cfg.trainer, callbacks=[*callbacks, *extra_callbacks], logger=loggers or False)
+    extra: dict[str, Any] = {}
+    if cfg.trainer.get("deterministic") is True and uses_cuda(cfg.trainer.get("accelerator", "auto")):
+        # AlexNet's adaptive average pool and LRN (avg_pool3d) have no deterministic CUDA backward:
+        # with true, torch raises at the first backward pass; "warn" keeps every deterministic
+        # kernel there is and warns about the rest.
+        log.warning(
+            "trainer.deterministic=true on a GPU runs as 'warn': the adaptive average pool and LRN have no "
+            "deterministic CUDA backward"
+        )
+        extra["deterministic"] = "warn"
+    return instantiate(
+        cfg.trainer,
+        callbacks=[*callbacks, ResumeState(), *extra_callbacks],
+        logger=loggers or False,
+        plugins=[AtomicCheckpointIO()],
+        **extra,
+    )
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Train and test as ``cfg`` says; return the metrics also written to ``metrics.json``.
 
-    ``metrics.json`` is written even when the run fails or is interrupted (with its status),
-    so a sweep's report can show every job.
+    ``metrics.json`` is written even when the run fails, diverges or is interrupted (its
+    ``status``: ok, failed, diverged, interrupted), so a sweep's report can show every job;
+    ``provenance.json`` records what produced the run. With ``resume=auto`` a run whose
+    directory holds ``checkpoints/last.ckpt`` continues from it.
     """
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -87,8 +111,17 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     }
     trainer: L.Trainer | None = None
     datamodule: DeviceDataModule | None = None
+    provenance: Provenance | None = None
     recorder = EpochRecorder()
     try:
+        # Before anything is built, loaded or written: a bad config stops here, in milliseconds.
+        validate_config(cfg)
+        ckpt_path, warnings = resume_checkpoint(cfg.get("resume"), cfg.get("ckpt_path"), output_dir)
+        if ckpt_path is not None:
+            metrics["resumed_from"] = str(ckpt_path)
+        if warnings:
+            metrics["warnings"] = warnings
+        provenance = Provenance(output_dir, cfg)
         if cfg.get("seed") is not None:
             L.seed_everything(cfg.seed, workers=True)
         # The model first: a bad model config fails in milliseconds, before any data is read.
@@ -98,15 +131,15 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         log.info("model %s: %s parameters, %s trainable", cfg.model.get("name", "?"), f"{total:,}", f"{trainable:,}")
 
         datamodule = instantiate(cfg.data)
-        trainer = build_trainer(cfg, [recorder])
+        trainer = build_trainer(cfg, [recorder, RecordDataset(provenance)])
         metrics.update(device=_device_name(trainer), precision=str(trainer.precision))
         for lg in trainer.loggers:
             lg.log_metrics({"params/total": total, "params/trainable": trainable}, step=0)
 
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics.update(_fit_metrics(trainer, module))
         if cfg.get("test", True) and "test" in datamodule.splits():
-            best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+            best = getattr(trainer.checkpoint_callback, "best_model_path", "")
             trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
             metrics.update(_test_metrics(trainer, module, datamodule.classes, output_dir))
             metrics["tested_checkpoint"] = best or "final weights"
@@ -114,8 +147,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     except BaseException as err:
         message = str(err).strip()
         metrics["error"] = f"{type(err).__name__}: {message.splitlines()[0] if message else ''}"
-        # Lightning turns Ctrl-C into a graceful stop followed by SystemExit.
-        metrics["status"] = "interrupted" if isinstance(err, KeyboardInterrupt | SystemExit) else "failed"
+        metrics["status"] = _status(err)
+        if isinstance(err, DivergenceError):
+            metrics["diverged_at"] = {"epoch": err.epoch, "step": err.step, "lr": err.lr}
         raise
     finally:
         metrics.update(recorder.summary())
@@ -123,13 +157,30 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         metrics["epochs_run"] = len(recorder.history)
         if datamodule is not None:
             metrics["data"] = datamodule.summary()
+        if metrics.get("best_val_acc") is None:  # a run that stopped early: its best epoch so far
+            accs = [r["val/acc"] for r in recorder.history if "val/acc" in r]
+            metrics["best_val_acc"] = max(accs) if accs else None
         metrics["wall_time_s"] = time.perf_counter() - started
         metrics["finished_at"] = _now()
         if trainer is None or trainer.is_global_zero:
-            write_metrics(output_dir / METRICS_FILE, metrics)
+            try:
+                write_metrics(output_dir / METRICS_FILE, metrics)
+            except OSError as err:  # a full disk must not hide the run's own error
+                log.error("could not write %s: %s", output_dir / METRICS_FILE, err)
+            if provenance is not None:
+                provenance.finish(metrics["status"], error=metrics["error"], resumed_from=metrics.get("resumed_from"))
         if trainer is not None and trainer.is_global_zero:
             log_hparams(trainer, cfg, metrics)
     return metrics
+
+
+def _status(err: BaseException) -> str:
+    if isinstance(err, DivergenceError):
+        return "diverged"
+    # Ctrl-C (Lightning turns it into SystemExit) and SIGTERM (Lightning's SIGTERMException, a SystemExit).
+    if isinstance(err, KeyboardInterrupt | SystemExit):
+        return "interrupted"
+    return "failed"
 
 
 HPARAM_METRICS = ("best_val_acc", "test_acc", "test_acc_top5", "train_loss", "train_time_s", "images_per_s")
@@ -159,9 +210,10 @@ def log_hparams(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, Any]) ->
 
 def _fit_metrics(trainer: L.Trainer, module: ImageClassifier) -> dict[str, Any]:
     last = _scalars(trainer.callback_metrics)
-    best = module.val_acc_best.compute().item() if module.val_acc_best.update_called else None
+    # The metric's state, not compute(): a resumed run that had nothing left to train never updates it.
+    best = float(module.val_acc_best.max_value)
     return {
-        "best_val_acc": best,
+        "best_val_acc": best if math.isfinite(best) else None,
         "val_acc": last.get("val/acc"),
         "val_loss": last.get("val/loss"),
         "train_loss": last.get("train/loss_epoch"),

@@ -116,7 +116,7 @@ def test_every_schedule_runs_and_moves_the_learning_rate(make_cfg, sched, overri
 
 def test_fit_logs_the_documented_metrics(make_cfg) -> None:
     _, trainer, recorder = _fit(make_cfg, "sched=step")
-    expected = {"train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best", "lr"}
+    expected = {"train/loss_step", "train/loss_epoch", "train/acc", "val/loss", "val/acc", "val/acc_best", "lr"}
     expected |= {"time/epoch_s", "time/train_s", "time/images_per_s"}
     assert expected <= set(trainer.callback_metrics)
     assert [r["epoch"] for r in recorder.history] == [0, 1]

@@ -15,6 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from alexnet_study.errors import DataError
 from alexnet_study.train import run
+from alexnet_study.validate import EXTRA_TARGETS_ENV
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -109,7 +110,8 @@ class InterruptAfterFirstBatch(L.Callback):
         raise KeyboardInterrupt
 
 
-def test_interrupted_run_says_so_in_metrics(make_cfg, tmp_path: Path) -> None:
+def test_interrupted_run_says_so_in_metrics(make_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(EXTRA_TARGETS_ENV, "tests")  # the _target_ allowlist's escape hatch
     cfg = make_cfg("+callbacks.interrupt._target_=tests.test_train.InterruptAfterFirstBatch", tiny=True)
     sigint = signal.getsignal(signal.SIGINT)
     try:

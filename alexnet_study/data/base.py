@@ -115,6 +115,10 @@ class DeviceBatchLoader:
 
     The per-epoch index order is copied to the data's device once; every batch is then an
     ``index_select`` there, with no host work per sample and no host-device sync.
+
+    Resumable: Lightning stores :meth:`state_dict` (the batches of the current epoch already
+    served) in mid-epoch checkpoints and hands it back through :meth:`load_state_dict`, so a
+    resumed epoch continues with the next batch of the same order instead of replaying it.
     """
 
     def __init__(self, split: Split, batch_size: int, sampler: EpochSampler, drop_last: bool = False) -> None:
@@ -123,16 +127,39 @@ class DeviceBatchLoader:
         self.split, self.batch_size, self.sampler, self.drop_last = split, batch_size, sampler, drop_last
         # Lightning inspects DataLoader-like objects: the sampler (for set_epoch) and this one.
         self.batch_sampler = None
+        self._served = 0  # batches handed out by the current iterator
+        self._skip = 0  # batches the next iterator starts after (set by load_state_dict)
 
     def __len__(self) -> int:
         full, rest = divmod(len(self.sampler), self.batch_size)
         return full if self.drop_last or not rest else full + 1
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        start, self._skip = self._skip, 0
+        self._served = start
+        return self._batches(start)
+
+    def _batches(self, start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        # Lazy: the order is drawn at the first batch, after Lightning's set_epoch.
         order = self.sampler.indices().to(self.split.images.device, non_blocking=True)
-        for batch in range(len(self)):
+        for batch in range(start, len(self)):
             index = order[batch * self.batch_size : (batch + 1) * self.batch_size]
+            self._served = batch + 1
             yield self.split.images.index_select(0, index), self.split.labels.index_select(0, index)
+
+    def state_dict(self) -> dict[str, int]:
+        return {"batches_served": self._served, "batch_size": self.batch_size, "size": len(self.sampler)}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        saved = (state.get("batch_size"), state.get("size"))
+        if saved != (self.batch_size, len(self.sampler)):
+            raise ConfigError(
+                f"data.batch_size={self.batch_size} with {len(self.sampler)} training images: the checkpoint was written "
+                f"with batch size {saved[0]} and {saved[1]} images; resume with the same data settings"
+            )
+        served = int(state["batches_served"])
+        # A finished epoch: the next iterator starts the next epoch from its first batch.
+        self._skip = served if served < len(self) else 0
 
 
 class DeviceDataModule(L.LightningDataModule):

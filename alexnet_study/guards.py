@@ -1,0 +1,104 @@
+"""The divergence guard: stop a run whose loss became NaN or infinite before such weights are saved."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import lightning as L
+import torch
+
+from alexnet_study.errors import ConfigError, DivergenceError
+
+log = logging.getLogger(__name__)
+
+
+class DivergenceGuard(L.Callback):
+    """Raises :class:`DivergenceError` (epoch, step, learning rate) when the training loss is not finite.
+
+    Nothing is read back from the device per step: each step's loss is copied into a small
+    device buffer, and the host looks at the buffer (one sync) every ``check_every_n_steps``
+    steps, before each validation, and before anything can be saved (validation and epoch ends,
+    every checkpoint), where it also checks that every weight is finite. So NaN weights never
+    become ``best`` or ``last``.
+
+    Args:
+        check_every_n_steps: steps between two reads of the loss buffer; the run stops at most
+            this many steps after the loss first became non-finite.
+    """
+
+    def __init__(self, check_every_n_steps: int = 5) -> None:
+        if isinstance(check_every_n_steps, bool) or not isinstance(check_every_n_steps, int) or check_every_n_steps < 1:
+            raise ConfigError(
+                f"callbacks.divergence_guard.check_every_n_steps={check_every_n_steps!r}: must be an integer >= 1"
+            )
+        self.check_every_n_steps = check_every_n_steps
+        self._losses: torch.Tensor | None = None
+        # Host-side facts about each buffered step: (epoch, step, learning rate).
+        self._steps: list[tuple[int, int, float | None]] = []
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
+        if not isinstance(loss, torch.Tensor):
+            return
+        if self._losses is None or self._losses.device != loss.device:
+            self._losses = torch.empty(self.check_every_n_steps, dtype=torch.float32, device=loss.device)
+            self._steps = []
+        # A device-to-device copy: queued like any kernel, no host sync.
+        self._losses[len(self._steps)] = loss.detach().float()
+        lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None
+        # global_step already counts this step's optimizer update; report the step the loss belongs to.
+        self._steps.append((trainer.current_epoch, trainer.global_step - 1, lr))
+        if len(self._steps) >= self.check_every_n_steps:
+            self.check()
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self.check()  # no point validating weights a NaN loss has already wrecked
+
+    # Lightning skips callbacks' on_save_checkpoint for weights-only saves (the best checkpoint),
+    # so the hooks that precede those saves check too; this callback runs before checkpoint callbacks.
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self.check(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.check(trainer, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.check(trainer, pl_module)
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        self.check(trainer, pl_module)
+
+    def check(self, trainer: L.Trainer | None = None, pl_module: L.LightningModule | None = None) -> None:
+        """Read the buffered losses (one device sync) and raise at the first non-finite one; with
+        ``pl_module``, also check that every weight is finite (the last update can break them
+        before any loss shows it)."""
+        if self._steps and self._losses is not None:
+            values = self._losses[: len(self._steps)].tolist()
+            steps, self._steps = self._steps, []
+            for value, (epoch, step, lr) in zip(values, steps, strict=True):
+                if not math.isfinite(value):
+                    raise self._error(f"the training loss became {value}", epoch, step, lr)
+        if trainer is not None and pl_module is not None:
+            params = [p.detach().isfinite().all() for p in pl_module.parameters()]
+            if params and not bool(torch.stack(params).all()):
+                lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None
+                raise self._error("the weights became non-finite", trainer.current_epoch, trainer.global_step - 1, lr)
+
+    @staticmethod
+    def _error(what: str, epoch: int, step: int, lr: float | None) -> DivergenceError:
+        lr_text = f"{lr:g}" if lr is not None else "unknown"
+        return DivergenceError(
+            f"training diverged: {what} at epoch {epoch}, step {step} (learning rate {lr_text}); stopped without "
+            "saving these weights. Lower optim.lr, or clip gradients "
+            "(trainer.gradient_clip_val=1.0)",
+            epoch=epoch,
+            step=step,
+            lr=lr,
+        )

@@ -1,0 +1,486 @@
+"""Reliability, one injected fault per test: kills, SIGTERM, bad checkpoints, failed saves, divergence,
+bad configs and targets; and provenance and reproducibility. Everything runs on the CPU.
+
+The subprocess tests run ``python -m alexnet_study`` for real; test-only callbacks get in through
+the ``_target_`` allowlist's escape hatch (``ALEXNET_STUDY_EXTRA_TARGETS=tests``).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import pytest
+import torch
+from torch import nn
+
+from alexnet_study.checkpointing import LAST, previous_path
+from alexnet_study.errors import CheckpointError, ConfigError, DivergenceError
+from alexnet_study.provenance import git_state
+from alexnet_study.train import run
+from alexnet_study.validate import EXTRA_TARGETS_ENV, validate_config
+
+from .conftest import REPO_ROOT, TINY
+
+THREADS = min(2, os.cpu_count() or 1)  # as conftest's _few_threads: CPU results depend on the thread count
+# Three epochs of 10 steps; last.ckpt every 4 steps as well as at each epoch end.
+RESUMABLE = [
+    *TINY,
+    "trainer.max_epochs=3",
+    "trainer.deterministic=true",
+    "callbacks.last_checkpoint.every_n_train_steps=4",
+]
+
+
+# -- test-only pieces, instantiated from configs ----------------------------------------------------
+class SignalOnce(L.Callback):
+    """Sends this process ``signal`` after training step ``step``, once: the marker file records that
+    it did, so the very same command runs through the second time (as a restarted job would)."""
+
+    def __init__(self, step: int, signal: str, marker: str) -> None:
+        self.step, self.signal, self.marker = step, signal, Path(marker)
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if trainer.global_step == self.step and not self.marker.exists():
+            self.marker.touch()
+            os.kill(os.getpid(), getattr(signal, self.signal))
+
+
+class Crash(RuntimeError):
+    pass
+
+
+class StopAtStep(L.Callback):
+    """Ends training abruptly (as a crash would) after training step ``step``."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if trainer.global_step == self.step:
+            raise Crash(f"crashed after step {self.step}")
+
+
+class NaNAfter(nn.CrossEntropyLoss):
+    """Cross-entropy that turns NaN from the ``after``-th training step on (a diverging run, on cue)."""
+
+    def __init__(self, after: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.after, self.calls = after, 0
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        loss = super().forward(logits, target)
+        if self.training:
+            self.calls += 1
+            if self.calls > self.after:
+                return loss * float("nan")
+        return loss
+
+
+# -- helpers --------------------------------------------------------------------------------------
+@pytest.fixture(autouse=True)
+def _restore_global_torch_flags() -> Iterator[None]:
+    """trainer.deterministic=true switches torch's deterministic mode on for the whole process."""
+    yield
+    torch.use_deterministic_algorithms(False)
+
+
+def run_cli(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "HYDRA_FULL_ERROR": "0",
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": str(REPO_ROOT),  # for tests.test_reliability.* targets
+        EXTRA_TARGETS_ENV: "tests",
+        # The same thread count as the in-process runs compared with (conftest's _few_threads).
+        "OMP_NUM_THREADS": str(THREADS),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "alexnet_study", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())
+
+
+def fingerprint(metrics: dict[str, Any]) -> dict[str, Any]:
+    """What must match between two runs that trained identically (timings excluded)."""
+    keys = ("val/acc", "val/loss", "train/loss", "train/acc", "val/acc_best")
+    return {
+        "epochs_run": metrics["epochs_run"],
+        "history": [{k: r.get(k) for k in keys} for r in metrics["history"]],
+        **{k: metrics.get(k) for k in ("best_val_acc", "val_acc", "test_acc", "test_loss", "per_class_acc")},
+    }
+
+
+def error_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
+    return [line for line in (result.stdout + result.stderr).splitlines() if "[ERROR]" in line]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The reference: RESUMABLE run in-process, start to finish."""
+    from alexnet_study.config import compose
+
+    root = tmp_path_factory.mktemp("uninterrupted")
+    torch.set_num_threads(THREADS)
+    try:
+        return run(compose([f"paths.root_dir={root}", *RESUMABLE], output_dir=root / "run"))
+    finally:
+        torch.use_deterministic_algorithms(False)
+
+
+# -- resume and interruption ----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def killed_and_resumed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One command, run three times in the same output dir: SIGTERM at step 6, then (resumed) SIGKILL
+    at step 17, then resumed to the end."""
+    cwd = tmp_path_factory.mktemp("killed")
+    run_dir = cwd / "outputs" / "run"
+    command = [
+        *RESUMABLE,
+        f"hydra.run.dir={run_dir}",
+        "+callbacks.sigterm._target_=tests.test_reliability.SignalOnce",
+        "+callbacks.sigterm.step=6",
+        "+callbacks.sigterm.signal=SIGTERM",
+        f"+callbacks.sigterm.marker={cwd / 'sigterm.sent'}",
+        "+callbacks.sigkill._target_=tests.test_reliability.SignalOnce",
+        "+callbacks.sigkill.step=17",
+        "+callbacks.sigkill.signal=SIGKILL",
+        f"+callbacks.sigkill.marker={cwd / 'sigkill.sent'}",
+    ]
+    outcome: dict[str, Any] = {"run_dir": run_dir}
+    outcome["sigterm"] = run_cli(*command, cwd=cwd)
+    last = run_dir / "checkpoints" / LAST
+    outcome["after_sigterm"] = {
+        "metrics": read_json(run_dir / "metrics.json"),
+        "last": torch.load(last, map_location="cpu", weights_only=True) if last.exists() else None,
+    }
+    outcome["sigkill"] = run_cli(*command, cwd=cwd)
+    outcome["after_sigkill_step"] = torch.load(last, map_location="cpu", weights_only=True)["global_step"]
+    outcome["resumed"] = run_cli(*command, cwd=cwd)
+    return outcome
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_says_interrupted_and_exits_nonzero(killed_and_resumed: dict[str, Any]) -> None:
+    result = killed_and_resumed["sigterm"]
+    assert result.returncode == 128 + signal.SIGTERM, result.stderr[-3000:]
+    assert "stopped by SIGTERM" in result.stdout + result.stderr
+    after = killed_and_resumed["after_sigterm"]
+    assert after["metrics"]["status"] == "interrupted"
+    assert after["last"] is not None and after["last"]["global_step"] == 6  # saved at the signal, mid-epoch
+    assert after["last"]["epoch"] == 0
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_same_command_resumes_to_identical_results(
+    killed_and_resumed: dict[str, Any], uninterrupted: dict[str, Any]
+) -> None:
+    sigkill = killed_and_resumed["sigkill"]
+    assert sigkill.returncode == -signal.SIGKILL, sigkill.stderr[-3000:]
+    assert "resume=auto: continuing from" in sigkill.stdout + sigkill.stderr  # it went on from the SIGTERM state
+    assert killed_and_resumed["after_sigkill_step"] == 16  # the every-4-steps checkpoint before the kill at 17
+
+    resumed = killed_and_resumed["resumed"]
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    run_dir = killed_and_resumed["run_dir"]
+    metrics = read_json(run_dir / "metrics.json")
+    assert metrics["status"] == "ok" and metrics["resumed_from"] == str(run_dir / "checkpoints" / LAST)
+    assert fingerprint(metrics) == fingerprint(uninterrupted)  # same epochs, same val accuracy, bit for bit
+    assert metrics["epochs_run"] == 3
+
+    attempts = read_json(run_dir / "provenance.json")["attempts"]
+    # SIGTERM, SIGKILL (which leaves its attempt "running": nothing runs after a SIGKILL), done.
+    assert [a["status"] for a in attempts] == ["interrupted", "running", "ok"]
+    assert not previous_path(run_dir / "checkpoints" / LAST).exists()  # the spare generation is gone at the end
+
+
+def test_training_loader_resumes_at_the_next_batch_of_the_same_order() -> None:
+    from alexnet_study.data.base import DeviceBatchLoader, EpochSampler, Split
+
+    split = Split(torch.arange(20, dtype=torch.uint8).view(20, 1, 1, 1), torch.arange(20))
+
+    def loader() -> DeviceBatchLoader:
+        sampler = EpochSampler(20, shuffle=True, seed=3)
+        sampler.set_epoch(2)
+        return DeviceBatchLoader(split, 4, sampler, drop_last=True)
+
+    whole = [labels.tolist() for _, labels in loader()]
+    first = loader()
+    batches = iter(first)
+    seen = [next(batches)[1].tolist() for _ in range(2)]
+    state = first.state_dict()
+    assert state["batches_served"] == 2
+
+    second = loader()
+    second.load_state_dict(state)
+    assert seen + [labels.tolist() for _, labels in second] == whole
+    assert [labels.tolist() for _, labels in second] == whole  # the skip applies to one epoch only
+
+    finished = loader()
+    finished.load_state_dict({**state, "batches_served": 5})  # an epoch-end checkpoint: start the next epoch afresh
+    assert len(list(finished)) == 5
+    with pytest.raises(ConfigError, match="batch size 8"):
+        loader().load_state_dict({**state, "batch_size": 8})
+
+
+def test_corrupt_last_checkpoint_falls_back_to_the_previous_one_or_stops(
+    make_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ckpt_dir = tmp_path / "run" / "checkpoints"
+    monkeypatch.setenv(EXTRA_TARGETS_ENV, "tests")
+    with pytest.raises(Crash):  # at step 12: last.ckpt holds step 10 (epoch 0's end), last.prev.ckpt step 8
+        run(
+            make_cfg(
+                *RESUMABLE, "+callbacks.stop._target_=tests.test_reliability.StopAtStep", "+callbacks.stop.step=12"
+            )
+        )
+    last, previous = ckpt_dir / LAST, previous_path(ckpt_dir / LAST)
+    assert torch.load(previous, weights_only=True)["global_step"] == 8
+
+    last.write_bytes(last.read_bytes()[:1000])  # truncated, as by a full disk or a broken copy
+    metrics = run(make_cfg(*RESUMABLE, "trainer.max_epochs=1"))
+    assert metrics["status"] == "ok"
+    assert metrics["resumed_from"] == str(previous)
+    assert str(last) in metrics["warnings"][0] and "previous checkpoint" in metrics["warnings"][0]
+
+    # Nothing to fall back on: an error naming the file, never a silent fresh start.
+    last.write_bytes(b"not a checkpoint")
+    previous.unlink(missing_ok=True)
+    with pytest.raises(CheckpointError, match=re.escape(f"{last}: unreadable checkpoint")):
+        run(make_cfg(*RESUMABLE))
+    assert read_json(tmp_path / "run" / "metrics.json")["status"] == "failed"
+
+    # An explicit ckpt_path must exist, and must hold the training state (not only the weights).
+    with pytest.raises(CheckpointError, match=r"ckpt_path=.*nowhere\.ckpt: no such file"):
+        run(make_cfg(*TINY, f"ckpt_path={tmp_path / 'nowhere.ckpt'}"))
+    best = next(ckpt_dir.glob("best-*.ckpt"))
+    with pytest.raises(CheckpointError, match="not a full training state"):
+        run(make_cfg(*TINY, f"ckpt_path={best}"))
+
+
+def test_failed_save_keeps_the_previous_checkpoint_and_stops_clearly(
+    make_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_save = torch.save
+    saves = []
+
+    def disk_fills_up(obj: Any, file: Any, *args: Any, **kwargs: Any) -> None:
+        saves.append(file)
+        if len(saves) <= 2:  # epoch 0: the best and the last checkpoint
+            return real_save(obj, file, *args, **kwargs)
+        file.write(b"\0" * 4096)  # half a checkpoint, then the disk is full
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", disk_fills_up)
+    with pytest.raises(CheckpointError, match="No space left on device") as failure:
+        run(make_cfg(*TINY))
+    monkeypatch.undo()
+
+    ckpt_dir = tmp_path / "run" / "checkpoints"
+    assert "intact" in str(failure.value) and str(ckpt_dir) in str(failure.value)
+    last = torch.load(ckpt_dir / LAST, map_location="cpu", weights_only=True)
+    assert last["epoch"] == 0 and last["global_step"] == 10  # epoch 0's state, loadable
+    assert not [p for p in ckpt_dir.iterdir() if p.name.endswith(".tmp")]  # no half-written leftovers
+    metrics = read_json(tmp_path / "run" / "metrics.json")
+    assert metrics["status"] == "failed" and "No space left on device" in metrics["error"]
+
+
+# -- divergence ------------------------------------------------------------------------------------
+def test_nan_loss_stops_the_run_and_no_nan_weights_are_saved(
+    make_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(EXTRA_TARGETS_ENV, "tests")
+    cfg = make_cfg(*TINY, "trainer.max_epochs=3", "loss._target_=tests.test_reliability.NaNAfter", "+loss.after=12")
+    with pytest.raises(DivergenceError, match=r"loss became nan at epoch 1, step 12 \(learning rate [0-9.e-]+\)"):
+        run(cfg)
+    metrics = read_json(tmp_path / "run" / "metrics.json")
+    assert metrics["status"] == "diverged" and metrics["diverged_at"]["step"] == 12
+    assert metrics["epochs_run"] == 1 and metrics["best_val_acc"] is not None  # epoch 0 stays on record
+
+    ckpt_dir = tmp_path / "run" / "checkpoints"
+    for path in ckpt_dir.glob("*.ckpt"):
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        assert state["global_step"] == 10, path.name  # epoch 0's end: nothing later was saved
+        assert all(torch.isfinite(t).all() for t in state["state_dict"].values() if t.is_floating_point())
+
+
+@pytest.mark.slow
+def test_diverging_sweep_job_is_recorded_and_the_sweep_goes_on(tmp_path: Path) -> None:
+    sweep_dir = tmp_path / "sweep"
+    result = run_cli(
+        *TINY, "trainer.max_epochs=1", "optim.lr=1e4,0.05", f"hydra.sweep.dir={sweep_dir}", "-m", cwd=tmp_path
+    )
+    assert result.returncode != 0  # Hydra reports the failed job after running all of them
+    diverged, fine = (read_json(sweep_dir / str(job) / "metrics.json") for job in (0, 1))
+    assert diverged["status"] == "diverged" and "training diverged" in diverged["error"]
+    assert "learning rate" in diverged["error"] and diverged["diverged_at"]["step"] < 5
+    assert not list((sweep_dir / "0").glob("checkpoints/*.ckpt"))  # diverged at once: nothing saved
+    assert fine["status"] == "ok" and fine["epochs_run"] == 1
+    assert any("training diverged" in line for line in error_lines(result))
+
+
+# -- config validation and _target_ safety -----------------------------------------------------------
+BAD_CONFIGS = [
+    ("model.activation=swish", "model.activation='swish': unknown; accepted: relu"),
+    ("model.fc_activation=softplus", "model.fc_activation='softplus': unknown"),
+    ("optim._target_=torch.optim.Sgdd", "optim._target_='torch.optim.Sgdd': no such class"),
+    ("loss._target_=torch.nn.CrossEntropyLosss", "loss._target_='torch.nn.CrossEntropyLosss': no such class"),
+    ("model.dropout=[1.0]", "model.dropout[0]=1.0: must be a probability in [0, 1)"),
+    ("model.dropout=[-0.1]", "model.dropout[0]=-0.1: must be a probability in [0, 1)"),
+    ("optim.lr=0", "optim.lr=0: must be a number > 0"),
+    ("optim.lr=-0.1", "optim.lr=-0.1: must be a number > 0"),
+    ("data.batch_size=0", "data.batch_size=0: must be an integer >= 1"),
+    ("data.eval_batch_size=-4", "data.eval_batch_size=-4: must be an integer >= 1"),
+    ("model.conv_strides=[0,1]", "model.conv_strides[0]=0: must be an integer >= 1"),
+    ("model.pool_strides=[2,0]", "model.pool_strides[1]=0: must be an integer >= 1"),
+    ("model.layers.0.kernel_size=0", "model.layers[0].kernel_size=0: must be an integer >= 1"),
+    ("model.conv_depth=3", "model.conv_depth=3: this preset has 2 conv layers; accepted: 1..2"),
+    ("model.fc_depth=5", "model.fc_depth=5: accepted: 1..4"),
+    ("model.num_classes=7", "model.num_classes=7: the data has data.num_classes=10"),
+    ("loss.label_smoothing=1.5", "loss.label_smoothing=1.5: must be a number >= 0 and < 1"),
+]
+
+
+@pytest.mark.parametrize(("override", "message"), BAD_CONFIGS, ids=[o for o, _ in BAD_CONFIGS])
+def test_bad_config_value_is_one_clear_line(make_cfg, override: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        validate_config(make_cfg(*TINY, override))
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_class_count_is_checked_against_the_dataset_before_loading_it(make_cfg, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"data\.num_classes=10: cifar100 has 100 classes"):
+        validate_config(make_cfg("data=cifar100", "data.num_classes=10"))
+    for name in ("cat", "dog", "fox"):
+        (tmp_path / "photos" / "train" / name).mkdir(parents=True)
+    with pytest.raises(ConfigError, match=r"data.num_classes=10: .*train has 3 class folders; set data.num_classes=3"):
+        validate_config(make_cfg("data=image_folder", f"data.root={tmp_path / 'photos'}", "data.num_classes=10"))
+
+
+def test_invalid_run_stops_before_data_or_directories(make_cfg, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"optim\.lr=-1"):
+        run(make_cfg("data=cifar10", "optim.lr=-1"))  # cifar10 would download into tmp_path/data
+    assert not (tmp_path / "data").exists()
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["metrics.json"]  # the failure, on record
+    assert read_json(tmp_path / "run" / "metrics.json")["status"] == "failed"
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["model._target_=os.system"],
+        ["model._target_=builtins.eval"],
+        ["+callbacks.x._target_=subprocess.run", "+callbacks.x._args_=[[touch,PWNED]]"],
+        ["+callbacks.x._target_=builtins.exec", '+callbacks.x._args_=[\'open("PWNED", "w")\']'],
+        ["+callbacks.x._target_=torch.hub.load"],
+        ["+logger.x._target_=builtins.exec", "+logger.x._partial_=true"],
+    ],
+    ids=["os.system", "eval", "subprocess.run", "exec", "torch.hub", "partial"],
+)
+def test_targets_outside_the_allowlist_are_refused_before_anything_runs(
+    make_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overrides: list[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"_target_='[a-z.]+': (not allowed|refused)"):
+        run(make_cfg(*TINY, *overrides))
+    assert not (tmp_path / "PWNED").exists()
+    metrics = read_json(tmp_path / "run" / "metrics.json")
+    assert metrics["status"] == "failed" and "params_total" not in metrics  # refused before the model was built
+
+
+def test_allowlist_can_be_extended_only_from_the_environment(make_cfg, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = make_cfg(*TINY, "+callbacks.stop._target_=tests.test_reliability.StopAtStep", "+callbacks.stop.step=1")
+    with pytest.raises(ConfigError, match=r"tests\.test_reliability\.StopAtStep"):
+        validate_config(cfg)
+    monkeypatch.setenv(EXTRA_TARGETS_ENV, "tests")
+    validate_config(cfg)
+    monkeypatch.setenv(EXTRA_TARGETS_ENV, "tests.test_reliability")
+    validate_config(cfg)
+    monkeypatch.setenv(EXTRA_TARGETS_ENV, "test")  # whole module names only: "test" is not "tests"
+    with pytest.raises(ConfigError):
+        validate_config(cfg)
+
+
+@pytest.mark.slow
+def test_cli_refuses_bad_overrides_in_one_line_before_hydra_acts(tmp_path: Path) -> None:
+    unknown = run_cli("optim=foo", cwd=tmp_path)
+    assert unknown.returncode == 2
+    assert error_lines(unknown) == [
+        "[alexnet_study][ERROR] - optim=foo: no such preset in conf/optim/; accepted: adadelta, adam, adamw, rmsprop, sgd"
+    ]
+    assert "Traceback" not in unknown.stderr and not (tmp_path / "outputs").exists()
+
+    # Hydra instantiates hydra.callbacks itself, before our code: refused before that.
+    exec_ = run_cli(
+        "+hydra.callbacks.x._target_=builtins.exec", '+hydra.callbacks.x._args_=[\'open("PWNED","w")\']', cwd=tmp_path
+    )
+    assert exec_.returncode == 2
+    assert len(error_lines(exec_)) == 1 and "hydra.callbacks.x._target_='builtins.exec': not allowed" in exec_.stderr
+    assert not (tmp_path / "PWNED").exists() and not (tmp_path / "outputs").exists()
+
+
+# -- provenance and reproducibility ----------------------------------------------------------------
+def test_run_dir_records_provenance(make_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    (repo / "study.txt").write_text("v1\n")
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "study.txt"], check=True)
+    subprocess.run([*git, "commit", "-qm", "v1"], check=True)
+    commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    monkeypatch.chdir(repo)
+
+    metrics = run(make_cfg(*TINY, "trainer.max_epochs=1"))
+    record = read_json(tmp_path / "run" / "provenance.json")
+    assert record["git"] == {"commit": commit, "dirty": False, "repo": str(repo)}
+    assert record["seed"] == 42 and record["status"] == "ok" and record["device"].startswith("cpu")
+    versions = record["versions"]
+    assert {"python", "torch", "torchvision", "lightning", "hydra-core", "cuda", "cudnn"} <= set(versions)
+    assert versions["torch"] == torch.__version__.split("+")[0]
+    dataset = record["dataset"]
+    assert dataset["splits"] == {"train": 320, "val": 80, "test": 80} and len(dataset["fingerprint"]) == 32
+    assert record["started_at"] <= record["finished_at"] and metrics["status"] == "ok"
+
+    (repo / "study.txt").write_text("v2\n")
+    assert git_state(repo)["dirty"] is True
+    assert git_state(tmp_path) == {"commit": None, "dirty": None, "repo": None}  # no repository: nulls, no error
+    other = read_json(tmp_path / "run" / "provenance.json")["dataset"]["fingerprint"]
+    run(make_cfg(*TINY, "trainer.max_epochs=1", "data.data_seed=1", "paths.output_dir=" + str(tmp_path / "run2")))
+    assert read_json(tmp_path / "run2" / "provenance.json")["dataset"]["fingerprint"] != other
+
+
+def test_same_seed_deterministic_cpu_runs_give_identical_metrics(make_cfg, uninterrupted: dict[str, Any]) -> None:
+    again = run(make_cfg(*RESUMABLE))
+    assert fingerprint(again) == fingerprint(uninterrupted)
+    assert uninterrupted["history"][-1]["val/acc"] > 0.3  # it learned something: the comparison means something
+
+
+def test_deterministic_on_a_gpu_warns_instead_of_failing(make_cfg, monkeypatch: pytest.MonkeyPatch, caplog) -> None:
+    from alexnet_study import train
+
+    monkeypatch.setattr(train, "uses_cuda", lambda accelerator="auto": True)  # as on a CUDA machine
+    trainer = train.build_trainer(make_cfg(*TINY, "trainer.deterministic=true"))
+    assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+    assert any("runs as 'warn'" in r.getMessage() for r in caplog.records)
+    assert trainer is not None
