@@ -24,6 +24,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from alexnet_study.data.files import class_folders, has_images
 from alexnet_study.errors import ConfigError
 
 ALLOWED_PACKAGES = ("torch", "torchvision", "lightning", "torchmetrics", "alexnet_study")
@@ -251,9 +252,13 @@ def _check_num_classes(cfg: DictConfig) -> None:
             )
     if target.endswith("ImageFolderDataModule") and data.get("root"):
         train = Path(str(data.root)).expanduser() / "train"
-        # Class folders are names in a listing, not data; counted as ImageFolderDataModule counts them.
+        # Class folders are names in a listing, not data; counted as ImageFolderDataModule counts them
+        # (with skip_bad_files, a folder without images is left out rather than reported).
         if train.is_dir():
-            found = sum(1 for d in train.iterdir() if d.is_dir() and not d.name.startswith("."))
+            folders = class_folders(train)
+            if data.get("skip_bad_files"):
+                folders = [name for name in folders if has_images(train / name)]
+            found = len(folders)
             if found != data_classes:
                 raise ConfigError(
                     f"data.num_classes={data_classes}: {train} has {found} class folders; set data.num_classes={found}"

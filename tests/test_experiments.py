@@ -184,10 +184,15 @@ def test_a_failed_job_does_not_stop_the_sweep_and_is_reported(failing_sweep) -> 
 
 def test_each_job_logs_hparams_to_tensorboard(failing_sweep) -> None:
     _, sweep = failing_sweep
-    accumulator = EventAccumulator(str(next((sweep / "0" / "tensorboard").glob("events.out.tfevents.*"))))
-    accumulator.Reload()
-    assert "_hparams_/session_start_info" in accumulator.PluginTagToContent("hparams")
-    assert {"hparams/best_val_acc", "hparams/test_acc"} <= set(accumulator.Tags()["scalars"])
+    plugin_tags, scalars = set(), set()
+    for events in (sweep / "0" / "tensorboard").glob("events.out.tfevents.*"):  # fit's and test's files
+        accumulator = EventAccumulator(str(events))
+        accumulator.Reload()
+        scalars |= set(accumulator.Tags()["scalars"])
+        metadata = accumulator.summary_metadata.items()
+        plugin_tags |= {tag for tag, meta in metadata if meta.plugin_data.plugin_name == "hparams"}
+    assert "_hparams_/session_start_info" in plugin_tags
+    assert {"hparams/best_val_acc", "hparams/test_acc"} <= scalars
 
 
 def test_the_report_command_rewrites_a_copied_sweep_dir(failing_sweep, tmp_path: Path, capsys) -> None:

@@ -47,6 +47,11 @@ def images_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
 
 
+def has_images(folder: Path) -> bool:
+    """Whether any image file (by extension) is below ``folder``; stops at the first one."""
+    return any(p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() for p in folder.rglob("*"))
+
+
 def class_folders(root: Path, exclude: tuple[str, ...] = ()) -> list[str]:
     """Sorted names of the class folders directly under ``root`` (hidden ones and ``exclude`` left out)."""
     return sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".") and d.name not in exclude)
