@@ -19,7 +19,8 @@ from alexnet_study.train import build_module
 from .conftest import REPO_ROOT
 
 CONF = REPO_ROOT / "conf"
-GROUPS = sorted(d.name for d in CONF.iterdir() if d.is_dir() and d.name not in ("hydra", "experiment"))
+# variant/ holds one nested group per study (variant/<study>=...), used by the experiments.
+GROUPS = sorted(d.name for d in CONF.iterdir() if d.is_dir() and d.name not in ("hydra", "experiment", "variant"))
 # Config groups whose options need a value the preset leaves to the user.
 REQUIRED = {("data", "image_folder"): ["data.num_classes=10"]}
 
