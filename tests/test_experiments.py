@@ -32,7 +32,16 @@ JOBS = {
     "stride_sweep": 5, "conv_depth_sweep": 3, "fc_depth_sweep": 4, "depth_grid": 15, "activation_sweep": 4,
     "loss_sweep": 2, "batchnorm_sweep": 2, "optimizer_sweep": 4, "lr_sweep": 3, "step_size_sweep": 4,
     "weight_decay_sweep": 3, "gamma_sweep": 4, "augmentation_sweep": 5,
+    "cifar100_transfer": 6, "freeze_sweep": 3, "transfer_vs_scratch": 2, "arch_compare": 3, "hymenoptera_finetune": 2,
 }  # fmt: skip
+# Studies that load ImageNet weights: their smoke runs plant a weight file (tests/test_transfer.py).
+TRANSFER_EXPERIMENTS = (
+    "cifar100_transfer",
+    "freeze_sweep",
+    "transfer_vs_scratch",
+    "arch_compare",
+    "hymenoptera_finetune",
+)
 # Any experiment, shrunk to seconds: synthetic data, one batch per stage, a 67-pixel input (the
 # smallest at which every depth and stride setting keeps a feature map), narrow FC layers.
 SMOKE = [
@@ -179,7 +188,7 @@ def multirun_in_process(monkeypatch: pytest.MonkeyPatch, root: Path, *overrides:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", EXPERIMENTS)
+@pytest.mark.parametrize("name", [name for name in EXPERIMENTS if name not in TRANSFER_EXPERIMENTS])
 def test_every_experiment_runs_as_a_smoke_multirun_with_a_report(monkeypatch, tmp_path: Path, name: str) -> None:
     sweep = multirun_in_process(monkeypatch, tmp_path, f"+experiment={name}", *SMOKE)
     assert sweep.parent.parent.name == name

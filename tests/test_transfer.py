@@ -1,8 +1,9 @@
 """Transfer learning: ImageNet weights from a planted file (never the network), head replacement, layout checks,
-freezing with exact parameter counts, frozen BatchNorm and per-group learning rates."""
+freezing with exact parameter counts, frozen BatchNorm, per-group learning rates, and the transfer studies."""
 
 from __future__ import annotations
 
+import csv
 import json
 import pathlib
 import re
@@ -14,13 +15,17 @@ import pytest
 import torch
 import torchvision
 from hydra.core.global_hydra import GlobalHydra
+from torch import nn
 
 from alexnet_study.__main__ import main as entry_point
 from alexnet_study.errors import ConfigError, DataError
 from alexnet_study.models import count_parameters
 from alexnet_study.models.freeze import head_path
 from alexnet_study.models.pretrained import hub_checkpoints_dir, weights_file
+from alexnet_study.report import write_report
 from alexnet_study.train import build_module, build_trainer, instantiate, run
+
+from .test_experiments import JOBS, SMOKE, TRANSFER_EXPERIMENTS, make_job, multirun_in_process
 
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
 RESNET50_FILE = "resnet50-11ad3fa6.pth"
@@ -341,3 +346,112 @@ def test_one_cycle_keeps_the_backbone_scale(make_cfg) -> None:
     trainer.fit(module, datamodule=instantiate(cfg.data))
     head, backbone = trainer.optimizers[0].param_groups
     assert backbone["lr"] == pytest.approx(0.1 * head["lr"]) and head["max_lr"] == pytest.approx(cfg.optim.lr)
+
+
+# --- The transfer studies ---------------------------------------------------------------------------------------
+
+
+RECIPES = {
+    # study arm: (model, pretrained, optimizer, lr, batch size, epochs)
+    "cifar100_transfer variant/cifar100_transfer=pretrained": ("alexnet", True, "SGD", 3e-4, 64, 5),
+    "cifar100_transfer variant/cifar100_transfer=scratch": ("alexnet", False, "Adam", 3e-4, 64, 10),
+    "freeze_sweep": ("alexnet", True, "SGD", 1e-3, 256, 30),
+    "transfer_vs_scratch variant/transfer_vs_scratch=scratch": ("alexnet", False, "SGD", 1e-2, 256, 30),
+    "arch_compare variant/arch=resnet50": ("resnet50", True, "SGD", 1e-3, 64, 30),
+    "arch_compare variant/arch=vgg16": ("vgg16", True, "SGD", 1e-3, 32, 30),
+    "hymenoptera_finetune": ("alexnet", True, "SGD", 1e-3, 32, 25),
+}
+
+
+@pytest.mark.parametrize("arm", RECIPES)
+def test_transfer_recipes(make_cfg, arm: str) -> None:
+    model, pretrained, optimizer, lr, batch, epochs = RECIPES[arm]
+    experiment, *variant = arm.split()
+    cfg = make_cfg(f"+experiment={experiment}", *variant)
+    assert (cfg.model.name, cfg.model.pretrained, cfg.data.normalize) == (model, pretrained, "imagenet")
+    assert cfg.optim._target_.endswith(optimizer) and cfg.optim.lr == pytest.approx(lr)
+    assert (cfg.data.batch_size, cfg.trainer.max_epochs) == (batch, epochs)
+    assert cfg.data.image_size == (227 if model == "alexnet" else 224)
+    if optimizer == "SGD":
+        assert cfg.optim.momentum == 0.9
+
+
+def test_arch_compare_vgg16_builds_and_gets_its_trainer(make_cfg) -> None:
+    # The smoke multirun below trains alexnet and resnet50; VGG-16 (138M parameters) is only built, on meta.
+    cfg = make_cfg("+experiment=arch_compare", "variant/arch=vgg16", "model.pretrained=false", "trainer=cpu")
+    with torch.device("meta"):
+        module = build_module(cfg)
+    assert isinstance(module.net, torchvision.models.VGG) and count_parameters(module.net)[0] == 134_674_341
+    assert isinstance(module.net.classifier[6], nn.Linear) and module.net.classifier[6].out_features == 101
+    assert build_trainer(cfg).max_epochs == 30
+
+
+def test_the_report_has_per_class_accuracy_for_few_classes(tmp_path: Path) -> None:
+    sweep = tmp_path / "few"
+    accuracies = {"none": [(0.9, 0.8), (0.7, 0.6)], "head": [(0.5, 0.4), (0.3, 0.2)]}
+    number = 0
+    for freeze, runs in accuracies.items():
+        for seed, (ants, bees) in enumerate(runs):
+            make_job(
+                sweep, number, [f"model.freeze={freeze}", f"seed={seed}"], per_class_acc={"ants": ants, "bees": bees}
+            )
+            number += 1
+    write_report(sweep)
+    rows = list(csv.DictReader((sweep / "report.csv").open()))
+    assert [(row["acc/ants"], row["acc/bees"]) for row in rows] == [
+        ("0.9", "0.8"),
+        ("0.7", "0.6"),
+        ("0.5", "0.4"),
+        ("0.3", "0.2"),
+    ]
+    means = {row["model.freeze"]: row for row in csv.DictReader((sweep / "report_mean.csv").open())}
+    assert float(means["none"]["acc/ants_mean"]) == pytest.approx(0.8)
+    assert float(means["head"]["acc/bees_mean"]) == pytest.approx(0.3)
+    assert "acc/ants" in (sweep / "report.md").read_text()
+
+    many = tmp_path / "many"
+    make_job(many, 0, ["model.freeze=none"], per_class_acc={f"class_{i}": 0.5 for i in range(11)})
+    write_report(many)
+    assert not any(column.startswith("acc/") for column in next(csv.reader((many / "report.csv").open())))
+
+
+# SMOKE with torchvision's FC widths (pretrained) and no callbacks: a checkpoint of a 57M-parameter net costs
+# more than its smoke step (the checkpoint -> test path: test_a_pretrained_run_with_frozen_features_...).
+TRANSFER_SMOKE = [o for o in SMOKE if not o.startswith(("model.hidden", "~callbacks."))]
+TRANSFER_SMOKE += ["~callbacks", "++trainer.enable_checkpointing=false"]
+SMOKE_EXTRA = {
+    "cifar100_transfer": ["seed=0,1"],  # two repeats of each arm are enough to check the averaging
+    # vgg16 (138M parameters) is only built: test_arch_compare_vgg16_builds_and_gets_its_trainer. Batch 2 keeps
+    # ResNet-50's CPU step short.
+    "arch_compare": ["variant/arch=alexnet,resnet50", "data.batch_size=2"],
+    "hymenoptera_finetune": ["data.num_classes=2"],  # two classes, as ants/bees: per-class columns in the report
+}
+SMOKE_JOBS = {**JOBS, "cifar100_transfer": 4, "arch_compare": 2}
+FEATURES_PARAMS = 2_469_696  # AlexNet's convolutions
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", TRANSFER_EXPERIMENTS)
+def test_each_transfer_study_runs_as_a_smoke_multirun(monkeypatch, tmp_path: Path, torch_home, downloads, name) -> None:
+    sweep = multirun_in_process(
+        monkeypatch, tmp_path, f"+experiment={name}", *TRANSFER_SMOKE, *SMOKE_EXTRA.get(name, [])
+    )
+    assert sweep.parent.parent.name == name and downloads == []
+    rows = list(csv.DictReader((sweep / "report.csv").open()))
+    assert len(rows) == SMOKE_JOBS[name]
+    assert all(row["status"] == "ok" for row in rows), [row["status"] for row in rows]
+    if name == "freeze_sweep":
+        by_mode = {row["model.freeze"]: int(float(row["params_trainable"])) for row in rows}
+        assert by_mode["classifier"] == FEATURES_PARAMS and by_mode["none"] - by_mode["features"] == FEATURES_PARAMS
+    elif name == "cifar100_transfer":
+        means = list(csv.DictReader((sweep / "report_mean.csv").open()))
+        assert [(row["variant/cifar100_transfer"], row["runs"]) for row in means] == [
+            ("pretrained", "2"),
+            ("scratch", "2"),
+        ]
+    elif name == "arch_compare":
+        totals = {row["variant/arch"]: int(float(row["params_total"])) for row in rows}
+        assert totals == {"alexnet": 57_044_810 + 7 * 4097, "resnet50": 23_508_032 + 17 * 2048 + 17}
+    elif name == "hymenoptera_finetune":
+        assert {"acc/class_0", "acc/class_1"} <= set(rows[0])
+        assert {row["model.freeze"]: int(float(row["params_trainable"])) for row in rows}["head"] == 2 * 4097
