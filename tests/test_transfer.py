@@ -259,7 +259,9 @@ COUNTS_101 = [
     ("alexnet", "head", 57_417_637, 413_797),
     ("alexnet", "until:conv3", 57_417_637, 56_423_013),
     ("alexnet", "until:fc7", 57_417_637, 413_797),
+    ("resnet50", "none", 23_714_981, 23_714_981),
     ("resnet50", "features", 23_714_981, 206_949),
+    ("resnet50", "head", 23_714_981, 206_949),
     ("resnet50", "classifier", 23_714_981, 23_508_032),
     ("resnet50", "until:layer3", 23_714_981, 15_171_685),
     ("vgg16", "none", 134_674_341, 134_674_341),
@@ -306,6 +308,13 @@ def test_a_pretrained_run_with_frozen_features_trains_only_the_classifier(make_c
     assert all(torch.equal(trained[f"net.{key}"], file[key]) for key in features)  # frozen: the file's
     assert not torch.equal(trained["net.classifier.1.weight"], file["classifier.1.weight"])  # fc6 trained
     assert trained["net.classifier.6.weight"].shape == (101, 4096)
+    # The run's best checkpoint is a weight file too: its network weights, the head replaced again.
+    best = next((Path(cfg.paths.output_dir) / "checkpoints").glob("best-*.ckpt"))
+    again = instantiate(
+        make_cfg("model=alexnet", "data=synthetic", "model.pretrained=true", f"model.weights_path={best}").model
+    )
+    assert torch.equal(again.classifier[1].weight, trained["net.classifier.1.weight"])
+    assert again.classifier[6].out_features == 10
 
 
 def test_frozen_batchnorm_keeps_its_running_statistics(make_cfg) -> None:
