@@ -161,6 +161,9 @@ def test_every_variant_reaches_its_jobs_config_in_the_sweepers_order(make_cfg, n
     for path, value in _leaves(variant):
         selected = OmegaConf.select(cfg, path)
         assert (OmegaConf.to_container(selected) if OmegaConf.is_config(selected) else selected) == value, path
+    # The recipe's own values must suit the variant's choices (no SGD momentum reaching an Adam).
+    assert isinstance(instantiate(cfg.optim)([nn.Parameter(torch.zeros(1))]), torch.optim.Optimizer)
+    assert isinstance(instantiate(cfg.loss), nn.Module)
 
 
 def test_loss_and_optimizer_variants_couple_their_settings(make_cfg) -> None:
