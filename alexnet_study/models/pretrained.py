@@ -74,9 +74,11 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        # torch's message opens with how to load the file unsafely; keep only what it found.
+        found = re.search(r"WeightsUnpickler error: ([^.]*)", str(err))
+        detail = found.group(1) if found else type(err).__name__
         raise DataError(
-            f"{path}: refused: torch.load(weights_only=True) found more than tensors in it ({first}); "
+            f"{path}: refused: torch.load(weights_only=True) found more than tensors in it ({detail}); "
             "weight files must hold a plain state_dict (re-save it with torch.save(model.state_dict(), path))"
         ) from None
     except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile) as err:
