@@ -11,6 +11,8 @@ from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
+from alexnet_study.models.freeze import keep_frozen_batchnorm_in_eval, lr_groups, scale_group_lrs
+
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[..., Any]
 
@@ -29,6 +31,8 @@ class ImageClassifier(L.LightningModule):
         num_classes: for the metrics; top-5 accuracy is logged when there are at least 5.
         compile: ``torch.compile`` the network in place (its ``state_dict`` keys do not change).
         channels_last: run convolutions in NHWC memory layout (faster with mixed precision on GPU).
+        backbone_lr_scale: train every layer of ``net`` but its last at ``lr * backbone_lr_scale``
+            (two optimizer groups: ``head`` first, then ``backbone``); ``None``: one lr for all.
         hparams: plain values to record with checkpoints and loggers (the resolved config).
 
     Metrics stay on the device until an epoch ends: nothing in the step forces a host sync.
@@ -46,6 +50,7 @@ class ImageClassifier(L.LightningModule):
         compile: bool = False,
         channels_last: bool = False,
         hparams: Mapping[str, Any] | None = None,
+        backbone_lr_scale: float | None = None,
     ) -> None:
         super().__init__()
         if hparams:
@@ -59,6 +64,7 @@ class ImageClassifier(L.LightningModule):
         self.compile_net = compile
         self.channels_last = channels_last
         self.num_classes = num_classes
+        self.backbone_lr_scale = backbone_lr_scale
 
         # Training metrics skip input checks: torchmetrics' NaN and class-range checks read values
         # back from the device every step (NaN losses are the divergence guard's job).
@@ -102,6 +108,10 @@ class ImageClassifier(L.LightningModule):
         # (Not called when a run resumes mid-epoch, whose partial sums are the ones to keep.)
         self.train_loss.reset()
         self.train_acc.reset()
+
+    def on_train_epoch_start(self) -> None:
+        # Frozen BatchNorm layers keep their running statistics (Lightning restores per-module modes after validation).
+        keep_frozen_batchnorm_in_eval(self.net)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, logits, target = self.compute_loss(batch)
@@ -152,12 +162,17 @@ class ImageClassifier(L.LightningModule):
 
     # -- optimization ------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory([p for p in self.parameters() if p.requires_grad])
+        optimizer = self.optimizer_factory(lr_groups(self, self.net, self.backbone_lr_scale))
+        scale_group_lrs(optimizer)
         if self.scheduler_factory is None:
             return optimizer
-        extra = {}
-        if getattr(self.scheduler_factory, "keywords", {}).get("total_steps", 0) is None:
+        extra: dict[str, Any] = {}
+        keywords = getattr(self.scheduler_factory, "keywords", {})
+        if keywords.get("total_steps", 0) is None:
             extra["total_steps"] = int(self.trainer.estimated_stepping_batches)
+        if len(optimizer.param_groups) > 1 and isinstance(keywords.get("max_lr"), int | float):
+            # OneCycleLR would give every group the same peak: keep each group's scale.
+            extra["max_lr"] = [keywords["max_lr"] * group.get("lr_scale", 1.0) for group in optimizer.param_groups]
         scheduler = self.scheduler_factory(optimizer, **extra)
         config: dict[str, Any] = {"scheduler": scheduler, "interval": self.scheduler_interval}
         if self.scheduler_monitor:

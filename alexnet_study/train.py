@@ -65,6 +65,7 @@ def build_module(cfg: DictConfig) -> ImageClassifier:
         compile=cfg.get("compile", False),
         channels_last=cfg.get("channels_last", False),
         hparams=hparams,
+        backbone_lr_scale=cfg.model.get("backbone_lr_scale"),
     )
 
 

@@ -14,6 +14,7 @@ import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
@@ -31,7 +32,16 @@ JOBS = {
     "stride_sweep": 5, "conv_depth_sweep": 3, "fc_depth_sweep": 4, "depth_grid": 15, "activation_sweep": 4,
     "loss_sweep": 2, "batchnorm_sweep": 2, "optimizer_sweep": 4, "lr_sweep": 3, "step_size_sweep": 4,
     "weight_decay_sweep": 3, "gamma_sweep": 4, "augmentation_sweep": 5,
+    "cifar100_transfer": 6, "freeze_sweep": 3, "transfer_vs_scratch": 2, "arch_compare": 3, "hymenoptera_finetune": 2,
 }  # fmt: skip
+# Studies that load ImageNet weights: their smoke runs plant a weight file (tests/test_transfer.py).
+TRANSFER_EXPERIMENTS = (
+    "cifar100_transfer",
+    "freeze_sweep",
+    "transfer_vs_scratch",
+    "arch_compare",
+    "hymenoptera_finetune",
+)
 # Any experiment, shrunk to seconds: synthetic data, one batch per stage, a 67-pixel input (the
 # smallest at which every depth and stride setting keeps a feature map), narrow FC layers.
 SMOKE = [
@@ -106,7 +116,7 @@ def test_the_stride_sweep_is_exactly_the_five_models(make_cfg) -> None:
     variants = sorted(p.stem for p in (REPO_ROOT / "conf" / "variant" / "stride").glob("*.yaml"))
     assert variants == sorted(STRIDE_VARIANTS)
     for variant, (strides, rates, dropconnect) in STRIDE_VARIANTS.items():
-        cfg = make_cfg("+experiment=stride_sweep", f"+variant/stride={variant}")
+        cfg = make_cfg("+experiment=stride_sweep", f"variant/stride={variant}")
         with torch.device("meta"):
             net = instantiate(cfg.model)
         assert tuple(m.stride for m in net.modules() if isinstance(m, nn.MaxPool2d)) == strides
@@ -119,15 +129,52 @@ def test_the_stride_sweep_is_exactly_the_five_models(make_cfg) -> None:
             assert tuple(m.p for m in net.modules() if isinstance(m, nn.Dropout)) == rates
 
 
+def _variant_sweeps() -> list[tuple[str, str, str]]:
+    """(experiment, swept key, option) for every variant an experiment's own sweep runs."""
+    found = []
+    for name in EXPERIMENTS:
+        params = OmegaConf.load(REPO_ROOT / "conf" / "experiment" / f"{name}.yaml").hydra.sweeper.params
+        for key, value in params.items():
+            if key.lstrip("+").startswith("variant/"):
+                every = sorted(p.stem for p in (REPO_ROOT / "conf" / key.lstrip("+")).glob("*.yaml"))
+                found += [(name, key, option) for option in (every if value == "glob(*)" else value.split(","))]
+    return found
+
+
+def _leaves(node: dict, prefix: str = "") -> list[tuple[str, object]]:
+    leaves = []
+    for key, value in node.items():
+        leaves += _leaves(value, f"{prefix}{key}.") if isinstance(value, dict) else [(f"{prefix}{key}", value)]
+    return leaves
+
+
+@pytest.mark.parametrize(("name", "key", "option"), _variant_sweeps())
+def test_every_variant_reaches_its_jobs_config_in_the_sweepers_order(make_cfg, name, key, option) -> None:
+    # Hydra's sweeper lists its params before the command line's +experiment=NAME: the variant must still win
+    # over the experiment's recipe (its group overrides and its values).
+    cfg = make_cfg(f"{key}={option}", f"+experiment={name}")
+    variant = OmegaConf.to_container(OmegaConf.load(REPO_ROOT / "conf" / key.lstrip("+") / f"{option}.yaml"))
+    assert isinstance(variant, dict)
+    for entry in variant.pop("defaults", []):
+        ((group, choice),) = entry.items()
+        assert cfg.hydra.runtime.choices[group.removeprefix("override /")] == choice, (group, choice)
+    for path, value in _leaves(variant):
+        selected = OmegaConf.select(cfg, path)
+        assert (OmegaConf.to_container(selected) if OmegaConf.is_config(selected) else selected) == value, path
+    # The recipe's own values must suit the variant's choices (no SGD momentum reaching an Adam).
+    assert isinstance(instantiate(cfg.optim)([nn.Parameter(torch.zeros(1))]), torch.optim.Optimizer)
+    assert isinstance(instantiate(cfg.loss), nn.Module)
+
+
 def test_loss_and_optimizer_variants_couple_their_settings(make_cfg) -> None:
-    bce = make_cfg("+experiment=loss_sweep", "+variant/loss=bce")
+    bce = make_cfg("+experiment=loss_sweep", "variant/loss=bce")
     assert bce.loss._target_.endswith("OneHotBCEWithLogitsLoss") and bce.optim._target_ == "torch.optim.Adam"
     assert (bce.optim.lr, bce.optim.weight_decay) == (1e-4, 5e-4)
-    ce = make_cfg("+experiment=loss_sweep", "+variant/loss=ce")
+    ce = make_cfg("+experiment=loss_sweep", "variant/loss=ce")
     assert ce.loss._target_ == "torch.nn.CrossEntropyLoss" and ce.optim._target_ == "torch.optim.SGD"
-    plain = make_cfg("+experiment=optimizer_sweep", "+variant/optimizer=sgd")
+    plain = make_cfg("+experiment=optimizer_sweep", "variant/optimizer=sgd")
     assert plain.optim._target_ == "torch.optim.SGD" and plain.optim.momentum == 0.0
-    assert make_cfg("+experiment=optimizer_sweep", "+variant/optimizer=adadelta").optim.lr == 1.0
+    assert make_cfg("+experiment=optimizer_sweep", "variant/optimizer=adadelta").optim.lr == 1.0
 
 
 def multirun_in_process(monkeypatch: pytest.MonkeyPatch, root: Path, *overrides: str) -> Path:
@@ -144,7 +191,7 @@ def multirun_in_process(monkeypatch: pytest.MonkeyPatch, root: Path, *overrides:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", EXPERIMENTS)
+@pytest.mark.parametrize("name", [name for name in EXPERIMENTS if name not in TRANSFER_EXPERIMENTS])
 def test_every_experiment_runs_as_a_smoke_multirun_with_a_report(monkeypatch, tmp_path: Path, name: str) -> None:
     sweep = multirun_in_process(monkeypatch, tmp_path, f"+experiment={name}", *SMOKE)
     assert sweep.parent.parent.name == name
@@ -184,15 +231,11 @@ def test_a_failed_job_does_not_stop_the_sweep_and_is_reported(failing_sweep) -> 
 
 def test_each_job_logs_hparams_to_tensorboard(failing_sweep) -> None:
     _, sweep = failing_sweep
-    plugin_tags, scalars = set(), set()
-    for events in (sweep / "0" / "tensorboard").glob("events.out.tfevents.*"):  # fit's and test's files
-        accumulator = EventAccumulator(str(events))
-        accumulator.Reload()
-        scalars |= set(accumulator.Tags()["scalars"])
-        metadata = accumulator.summary_metadata.items()
-        plugin_tags |= {tag for tag, meta in metadata if meta.plugin_data.plugin_name == "hparams"}
-    assert "_hparams_/session_start_info" in plugin_tags
-    assert {"hparams/best_val_acc", "hparams/test_acc"} <= scalars
+    # The whole folder: a run writes several event files (fit, test), in no fixed glob order.
+    accumulator = EventAccumulator(str(sweep / "0" / "tensorboard"))
+    accumulator.Reload()
+    assert "_hparams_/session_start_info" in accumulator.PluginTagToContent("hparams")
+    assert {"hparams/best_val_acc", "hparams/test_acc"} <= set(accumulator.Tags()["scalars"])
 
 
 def test_the_report_command_rewrites_a_copied_sweep_dir(failing_sweep, tmp_path: Path, capsys) -> None:

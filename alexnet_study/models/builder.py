@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torchvision
 from torch import nn
 
 from alexnet_study.errors import ConfigError
@@ -16,6 +17,7 @@ from alexnet_study.models.layers import (
     paper_lrn,
 )
 from alexnet_study.models.spec import ModelSpec, resolve_spec
+from alexnet_study.models.transfer import TransferOptions, prepare
 
 # The paper initialises these biases to 1 "to accelerate the early stages of learning".
 PAPER_BIAS_ONE_CONVS = (2, 4, 5)
@@ -126,8 +128,11 @@ def _next_size(spec: ModelSpec, layer: str, channels: int, size: int, kernel: in
 
 
 def build_alexnet(**config: Any) -> AlexNet:
-    """Build an AlexNet from a ``conf/model`` config (a spec plus sweep knobs); see :func:`resolve_spec`."""
-    return AlexNet(resolve_spec(**config))
+    """Build an AlexNet from a ``conf/model`` config (a spec plus sweep knobs, see :func:`resolve_spec`),
+    with its transfer options (``pretrained``, ``freeze``, ...: :mod:`alexnet_study.models.transfer`)."""
+    options = TransferOptions.pop_from(config)
+    net = AlexNet(resolve_spec(**config))
+    return prepare(net, "alexnet", options, reference=torchvision.models.alexnet, name=net.spec.name)
 
 
 def count_parameters(module: nn.Module) -> tuple[int, int]:

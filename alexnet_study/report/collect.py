@@ -27,6 +27,8 @@ COLUMNS = (
 )
 NUMERIC = tuple(column for column, _ in COLUMNS)
 REPEAT_KEYS = ("seed",)
+# Sweeps over at most this many classes get one test accuracy column per class (``acc/<class>``).
+MAX_CLASS_COLUMNS = 10
 
 
 @dataclass
@@ -66,14 +68,26 @@ class Sweep:
         keys = self.varying if keys is None else keys
         return ", ".join(f"{k}={job.overrides.get(k, '-')}" for k in keys) or f"job {job.name}"
 
+    def classes(self) -> list[str]:
+        """The test set's classes (from ``per_class_acc``) when there are at most :data:`MAX_CLASS_COLUMNS`."""
+        names = list(dict.fromkeys(name for job in self.jobs for name in job.metrics.get("per_class_acc") or {}))
+        return names if len(names) <= MAX_CLASS_COLUMNS else []
+
+    def numbers(self, job: Job) -> dict[str, float | None]:
+        """A job's :data:`COLUMNS`, then its test accuracy per class (``acc/<class>``, for few classes)."""
+        numbers = {column: _number(job.metrics.get(key)) for column, key in COLUMNS}
+        per_class = job.metrics.get("per_class_acc") or {}
+        numbers.update({f"acc/{name}": _number(per_class.get(name)) for name in self.classes()})
+        return numbers
+
     def rows(self) -> list[dict[str, Any]]:
-        """One row per job: ``job``, the varying overrides, ``status`` and the :data:`COLUMNS`."""
+        """One row per job: ``job``, the varying overrides, ``status`` and :meth:`numbers`."""
         rows = []
         for job in self.jobs:
             row: dict[str, Any] = {"job": job.name}
             row.update({key: job.overrides.get(key) for key in self.varying})
             row["status"] = job.status
-            row.update({column: _number(job.metrics.get(key)) for column, key in COLUMNS})
+            row.update(self.numbers(job))
             rows.append(row)
         return rows
 
@@ -96,8 +110,9 @@ class Sweep:
             row: dict[str, Any] = dict(zip(self.settings(), values, strict=True))
             row["runs"] = len(done)
             row["failed"] = len(jobs) - len(done)
-            for column, key in COLUMNS:
-                numbers = [n for n in (_number(job.metrics.get(key)) for job in done) if n is not None]
+            per_job = [self.numbers(job) for job in done]
+            for column in [*NUMERIC, *(f"acc/{name}" for name in self.classes())]:
+                numbers = [n for n in (job_numbers[column] for job_numbers in per_job) if n is not None]
                 row[f"{column}_mean"] = statistics.fmean(numbers) if numbers else None
                 row[f"{column}_std"] = statistics.stdev(numbers) if len(numbers) > 1 else (0.0 if numbers else None)
             rows.append(row)
