@@ -217,7 +217,8 @@ def _check_model(cfg: DictConfig) -> None:
     from alexnet_study.models.spec import resolve_spec
 
     model = cfg.get("model")
-    if not isinstance(model, DictConfig) or not str(model.get("_target_", "")).startswith("alexnet_study.models"):
+    # Only the AlexNet builder takes a spec; torchvision's architectures (models/zoo.py) have none.
+    if not isinstance(model, DictConfig) or not str(model.get("_target_", "")).endswith("build_alexnet"):
         return
     spec = OmegaConf.to_container(model, resolve=True)
     assert isinstance(spec, dict)
