@@ -97,7 +97,10 @@ class ImageClassifier(L.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, logits, target = self.compute_loss(batch)
         self.train_acc.update(logits, target)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        # Not prog_bar: Lightning converts every progress-bar value logged on_step to a Python
+        # number after each batch (.item(), a host-device sync per step). The loss still goes to
+        # the loggers (train/loss_step every log_every_n_steps, train/loss_epoch).
+        self.log("train/loss", loss, on_step=True, on_epoch=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
         # A CPU tensor: logging a Python float would copy it to the GPU, a host sync every step.
         self.log("lr", torch.tensor(self.optimizers().param_groups[0]["lr"]), on_step=True, on_epoch=False)
