@@ -506,10 +506,9 @@ def profile_run(run: Run, device: torch.device, path: Path, title: str, steps: i
     with profile(activities=activities) as prof:
         run.steps(steps)
         _sync(device)
-    averages = prof.key_averages()
-    device_key = next((k for k in ("self_device_time_total", "self_cuda_time_total") if hasattr(averages[0], k)), None)
-    sort = device_key if device.type == "cuda" and device_key else "self_cpu_time_total"
-    table = averages.table(sort_by=sort, row_limit=30)
+    # "cuda" keys are read as "device" ones by recent torch (self_device_time_total)
+    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    table = prof.key_averages().table(sort_by=sort, row_limit=30)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as out:
         out.write(f"== {title}: {steps} steps\n{table}\n\n")

@@ -7,7 +7,9 @@ import math
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -110,3 +112,25 @@ def test_quick_lightning_loop_row(tmp_path: Path) -> None:
     assert row["pipeline"] == "lightning" and row["status"] == "ok" and row["epochs"] == 2
     assert row["images_per_s"] > 0 and row["package_speedup"] > 0
     assert (tmp_path / "work" / "trainer" / "convnet_8" / "metrics.json").is_file()
+
+
+def test_sync_counter_counts_whole_steady_state_steps(monkeypatch) -> None:
+    """The Lightning callback's windows, with torch's sync warning raised by hand (no GPU here)."""
+    monkeypatch.setattr(torch.cuda, "set_sync_debug_mode", lambda mode: None)
+    monkeypatch.setattr(bench.SyncCounter, "last", None)
+    counter = bench.SyncCounter()
+    trainer = SimpleNamespace(current_epoch=0, num_training_batches=5)
+    module = SimpleNamespace(device=torch.device("cuda"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for epoch in range(3):
+            trainer.current_epoch = epoch
+            for batch in range(5):
+                counter.on_train_batch_start(trainer, module, None, batch)
+                warnings.warn("called a synchronizing CUDA operation", stacklevel=1)  # one per step
+                warnings.warn("not a sync", stacklevel=1)
+            counter.on_train_epoch_end(trainer, module)
+    # epochs 1 and 2, batches 1..3 of each (the first and last batch synchronize on purpose)
+    assert bench.SyncCounter.last is not None
+    assert bench.SyncCounter.last["steps"] == 6 and bench.SyncCounter.last["syncs"] == 6
+    assert bench.SyncCounter.last["syncs_per_step"] == 1.0 and len(bench.SyncCounter.last["sites"]) == 1
