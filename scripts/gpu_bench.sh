@@ -6,7 +6,7 @@
 #
 #   main       alexnet, alexnet_2012, alexnet_cifar: the four pipelines, input padded to 4
 #              channels, batch sizes 128..1024, a torch profile of 'package'
-#   compile    'package' and 'model_only' with torch.compile
+#   compile    alexnet's 'package' and 'model_only' with torch.compile
 #   lightning  the package's own Lightning loop (train.run) next to 'package'      (needs Hydra)
 #   sweep      a 4-job sweep one after another vs hydra/launcher=parallel          (needs Hydra)
 #
@@ -38,7 +38,7 @@ run_part() {
       "$py" -m alexnet_study.bench --models "$models" --pad-channels --batch-sizes 128,256,512,1024 \
         --profile "$out/profile.txt" --json "$out/bench.json" 2>&1 | tee "$out/bench.log" ;;
     compile)
-      "$py" -m alexnet_study.bench --models "$models" --pipelines package,model_only --compile \
+      "$py" -m alexnet_study.bench --pipelines package,model_only --compile \
         --json "$out/bench_compile.json" 2>&1 | tee "$out/bench_compile.log" ;;
     lightning)
       "$py" -m alexnet_study.bench --pipelines package --trainer --work-dir /tmp/alexnet_bench \
