@@ -15,12 +15,15 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from alexnet_study.config import compose, config_dir
 
 __version__ = "0.1.0"
 
-# Loaded on first use, so `python -m alexnet_study --help` does not import matplotlib and friends.
+# Loaded on first use: `python -m alexnet_study --help` does not import matplotlib and friends, and
+# the parts that need neither Hydra nor OmegaConf (models, data pipeline, `python -m
+# alexnet_study.bench` on a bare GPU image) import without them.
 _LAZY = {
+    "compose": "alexnet_study.config",
+    "config_dir": "alexnet_study.config",
     "build_model": "alexnet_study.api",
     "summarize": "alexnet_study.api",
     "fit": "alexnet_study.api",
@@ -38,7 +41,7 @@ _LAZY = {
     "plots": "alexnet_study.plots",
 }
 
-__all__ = ["__version__", "compose", "config_dir", *_LAZY]
+__all__ = ["__version__", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

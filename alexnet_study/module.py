@@ -118,7 +118,10 @@ class ImageClassifier(L.LightningModule):
         # full_like, not a Python int: that would be a host-to-device copy (a sync) every step.
         self.train_loss.update(loss.detach(), weight=torch.full_like(loss, target.shape[0]))
         self.train_acc.update(logits, target)
-        self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
+        # Not prog_bar: Lightning converts every progress-bar value logged on_step to a Python
+        # number after each batch (.item(), a host-device sync per step). The loss still goes to
+        # the loggers (train/loss_step every log_every_n_steps, train/loss_epoch each epoch).
+        self.log("train/loss_step", loss, on_step=True, on_epoch=False)
         self.log("train/loss_epoch", self.train_loss, on_step=False, on_epoch=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
         # A CPU tensor: logging a Python float would copy it to the GPU, a host sync every step.
