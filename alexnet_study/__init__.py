@@ -15,7 +15,6 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-
 __version__ = "0.1.0"
 
 # Loaded on first use: `python -m alexnet_study --help` does not import matplotlib and friends, and
