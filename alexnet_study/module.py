@@ -108,8 +108,6 @@ class ImageClassifier(L.LightningModule):
         # (Not called when a run resumes mid-epoch, whose partial sums are the ones to keep.)
         self.train_loss.reset()
         self.train_acc.reset()
-
-    def on_train_epoch_start(self) -> None:
         # Frozen BatchNorm layers keep their running statistics (Lightning restores per-module modes after validation).
         keep_frozen_batchnorm_in_eval(self.net)
 
