@@ -125,6 +125,8 @@ def model_config(name: str, input_size: int | None = None, in_channels: int = 3)
     """The keyword arguments of :func:`build_alexnet` for a ``conf/model`` preset, 10 classes."""
     config = {k: v for k, v in preset("model", name).items() if not k.startswith("_")}
     config.update(num_classes=NUM_CLASSES, in_channels=in_channels)
+    if "input_normalization" in config:  # ${data.normalize} in the presets; the bench normalizes as ImageNet
+        config["input_normalization"] = "imagenet"
     if input_size is not None:
         config["input_size"] = input_size
     interpolated = [k for k, v in config.items() if isinstance(v, str) and "${" in v]
