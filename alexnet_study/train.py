@@ -29,6 +29,7 @@ from alexnet_study.errors import DivergenceError, StudyError
 from alexnet_study.models.builder import count_parameters
 from alexnet_study.module import ImageClassifier
 from alexnet_study.provenance import Provenance, RecordDataset
+from alexnet_study.requeue import SubmititRequeue, slurm_environment
 from alexnet_study.validate import validate_config
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,8 @@ def build_module(cfg: DictConfig) -> ImageClassifier:
 
 def build_trainer(cfg: DictConfig, extra_callbacks: list[L.Callback] = ()) -> L.Trainer:
     """The Trainer: config callbacks and loggers, plus what every run needs to resume exactly
-    (:class:`ResumeState`) and to write checkpoints atomically (:class:`AtomicCheckpointIO`)."""
+    (:class:`ResumeState`) and to write checkpoints atomically (:class:`AtomicCheckpointIO`); on
+    SLURM, Lightning's auto-requeue off and submitit's requeue signal handled (``requeue.py``)."""
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     extra: dict[str, Any] = {}
@@ -88,9 +90,9 @@ def build_trainer(cfg: DictConfig, extra_callbacks: list[L.Callback] = ()) -> L.
         extra["deterministic"] = "warn"
     return instantiate(
         cfg.trainer,
-        callbacks=[*callbacks, ResumeState(), *extra_callbacks],
+        callbacks=[*callbacks, ResumeState(), SubmititRequeue(), *extra_callbacks],
         logger=loggers or False,
-        plugins=[AtomicCheckpointIO()],
+        plugins=[AtomicCheckpointIO(), *slurm_environment()],
         **extra,
     )
 
