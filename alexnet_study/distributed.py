@@ -10,12 +10,17 @@ one that writes ``provenance.json`` and ``metrics.json``.
 
 from __future__ import annotations
 
+import fcntl
+import logging
 import os
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig
 
 from alexnet_study.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 # Global rank, local rank and node rank as Lightning's launcher, torchrun and SLURM set them.
 RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID")
@@ -28,6 +33,10 @@ SWEEP_ALTERNATIVES = (
     "sweep with one device per job (trainer.devices=1; hydra/launcher=parallel runs several jobs at once), "
     "on SLURM with hydra/launcher=slurm (SLURM starts one task per device), or run each DDP job without -m"
 )
+
+
+# Devices this process holds, by lock dir: (device index, the open lock file).
+_held: dict[Path, tuple[int, int]] = {}
 
 
 def launched_as_rank_zero() -> bool:
@@ -103,3 +112,35 @@ def _check_slurm_tasks(trainer: Any, launcher: Any) -> None:
             f"trainer.num_nodes={nodes}: SLURM must start one task per device on every node; leave tasks_per_node "
             "and nodes at their defaults in conf/hydra/launcher/slurm.yaml (${trainer.devices}, ${trainer.num_nodes})"
         )
+
+
+def claim_device(lock_dir: Path, count: int) -> int | None:
+    """The first of ``count`` devices that no other process holds a lock on in ``lock_dir``; this
+    process keeps it (and gets it again) until it exits. ``None`` when all are taken."""
+    if lock_dir in _held:
+        return _held[lock_dir][0]
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    for device in range(count):
+        fd = os.open(lock_dir / f"{device}.lock", os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        _held[lock_dir] = (device, fd)
+        return device
+    return None
+
+
+def parallel_job_devices(trainer: Any, launcher_target: str, sweep_dir: Path, gpus: int) -> list[int] | None:
+    """``hydra/launcher=parallel`` on a machine with several GPUs: each single-GPU job gets a GPU of its
+    own (``trainer.devices=[k]``), held by its worker process for the whole sweep, instead of every job
+    landing on the first GPU. ``None``: leave ``trainer.devices`` as it is."""
+    if "joblib" not in launcher_target or gpus < 2 or trainer.get("devices") != 1:
+        return None
+    device = claim_device(sweep_dir / ".devices", gpus)
+    if device is None:  # more jobs at once than GPUs (hydra.launcher.n_jobs): they share
+        log.warning("every GPU is taken by another job of this sweep; this job shares GPU 0")
+        return None
+    log.info("hydra/launcher=parallel: this job runs on GPU %d", device)
+    return [device]

@@ -24,7 +24,7 @@ from alexnet_study.callbacks import EpochRecorder
 from alexnet_study.checkpointing import AtomicCheckpointIO, ResumeState, resume_checkpoint
 from alexnet_study.config import uses_cuda
 from alexnet_study.data.base import DeviceDataModule
-from alexnet_study.distributed import launched_as_rank_zero
+from alexnet_study.distributed import launched_as_rank_zero, parallel_job_devices
 from alexnet_study.errors import DivergenceError, StudyError
 from alexnet_study.models.builder import count_parameters
 from alexnet_study.module import ImageClassifier
@@ -75,7 +75,8 @@ def build_module(cfg: DictConfig) -> ImageClassifier:
 def build_trainer(cfg: DictConfig, extra_callbacks: list[L.Callback] = ()) -> L.Trainer:
     """The Trainer: config callbacks and loggers, plus what every run needs to resume exactly
     (:class:`ResumeState`) and to write checkpoints atomically (:class:`AtomicCheckpointIO`); on
-    SLURM, Lightning's auto-requeue off and submitit's requeue signal handled (``requeue.py``)."""
+    SLURM, Lightning's auto-requeue off and submitit's requeue signal handled (``requeue.py``); with
+    ``hydra/launcher=parallel`` and several GPUs, a GPU of its own for each job."""
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     extra: dict[str, Any] = {}
@@ -88,6 +89,12 @@ def build_trainer(cfg: DictConfig, extra_callbacks: list[L.Callback] = ()) -> L.
             "deterministic CUDA backward"
         )
         extra["deterministic"] = "warn"
+    if HydraConfig.initialized() and uses_cuda(cfg.trainer.get("accelerator", "auto")):
+        hydra_cfg = HydraConfig.get()
+        target, sweep_dir = str(hydra_cfg.launcher.get("_target_", "")), Path(str(hydra_cfg.sweep.dir))
+        devices = parallel_job_devices(cfg.trainer, target, sweep_dir, torch.cuda.device_count())
+        if devices is not None:
+            extra["devices"] = devices
     return instantiate(
         cfg.trainer,
         callbacks=[*callbacks, ResumeState(), SubmititRequeue(), *extra_callbacks],

@@ -3,6 +3,7 @@ the combinations of DDP and sweeps that are refused, and the divergence guard's 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
@@ -15,8 +16,10 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
+from alexnet_study import distributed
 from alexnet_study.__main__ import main as entry_point
 from alexnet_study.cli import check_command_line
+from alexnet_study.distributed import parallel_job_devices
 from alexnet_study.errors import ConfigError, DivergenceError
 from alexnet_study.guards import DivergenceGuard
 from alexnet_study.train import build_module
@@ -180,3 +183,35 @@ def test_divergence_verdict_is_reduced_over_all_processes(losses, world_size, el
         with pytest.raises(DivergenceError, match=message):
             guard.on_train_batch_end(trainer, None, torch.tensor(losses[1]), None, 1)
     assert trainer.strategy.calls == reduced  # every process takes part in the reduction, NaN or not
+
+
+JOBLIB = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
+
+
+def hold(lock: Path) -> int:
+    """What another worker process of the sweep does to hold a GPU (flock: per open file, so it works here)."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_CREAT | os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return fd
+
+
+def test_parallel_jobs_each_get_a_gpu_of_their_own(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(distributed, "_held", {})
+    other = hold(tmp_path / ".devices" / "0.lock")
+    try:
+        one_gpu = {"devices": 1}
+        assert parallel_job_devices(one_gpu, JOBLIB, tmp_path, gpus=4) == [1]
+        assert parallel_job_devices(one_gpu, JOBLIB, tmp_path, gpus=4) == [1]  # this worker's next job: the same
+        assert (
+            parallel_job_devices(one_gpu, "hydra._internal.core_plugins.basic_launcher.BasicLauncher", tmp_path, 4)
+            is None
+        )
+        assert parallel_job_devices({"devices": 2}, JOBLIB, tmp_path, gpus=4) is None  # its own choice
+        assert parallel_job_devices(one_gpu, JOBLIB, tmp_path, gpus=1) is None
+        taken = [hold(tmp_path / "full" / f"{device}.lock") for device in range(2)]
+        assert distributed.claim_device(tmp_path / "full", 2) is None  # more jobs than GPUs: they share
+        for fd in taken:
+            os.close(fd)
+    finally:
+        os.close(other)
