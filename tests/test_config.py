@@ -113,6 +113,7 @@ def test_conf_ships_in_the_wheel_and_is_found_there(tmp_path: Path) -> None:
     # The Optuna sweeper, inside Hydra's plugin namespace (which must stay a namespace package).
     assert "hydra_plugins/alexnet_study_sweeper/optuna_sweeper.py" in names
     assert "hydra_plugins/__init__.py" not in names
+    assert not any(n.startswith("alexnet_study/plugins/") for n in names)  # shipped once, where Hydra looks
 
     script = (
         "import alexnet_study, alexnet_study.config as c;"

@@ -17,7 +17,7 @@ from alexnet_study.report.collect import Sweep, collect
 
 log = logging.getLogger(__name__)
 
-STUDY_FILE = "optuna_study.yaml"  # written by hydra_plugins/alexnet_study_sweeper
+STUDY_FILE = "optuna_study.yaml"  # written by the Optuna sweeper (alexnet_study/plugins/)
 FIGURES = {
     "curves": "curves.png",
     "bars": "bars.png",
