@@ -43,6 +43,8 @@ def hydra_main(cfg: DictConfig) -> float | None:
     # Imported after Hydra has parsed the command line: --help stays fast.
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+    from alexnet_study import requeue
+    from alexnet_study.distributed import launched_as_rank_zero
     from alexnet_study.train import run
 
     _route_lightning_logs_through_hydra()
@@ -53,8 +55,11 @@ def hydra_main(cfg: DictConfig) -> float | None:
         log.error("%s", err)
         if in_sweep:
             return None  # recorded in the job's metrics.json; the sweep goes on (see below)
-        sys.exit(EXIT_USER_ERROR)
+        # Under DDP rank zero reports the error (metrics.json, exit status); a non-zero status from
+        # another process would make Lightning's launcher kill rank zero before it has written it.
+        sys.exit(EXIT_USER_ERROR if launched_as_rank_zero() else 0)
     except SIGTERMException:
+        requeue.hand_on()  # stopped by submitit's requeue signal: submitit requeues this job and exits
         # Lightning's SIGTERMException is a SystemExit with status 0: a preempted job must not look done.
         log.error("stopped by SIGTERM; run the same command again (resume=auto) to continue from last.ckpt")
         sys.exit(EXIT_SIGTERM)

@@ -25,7 +25,8 @@ class EpochRecorder(L.Callback):
     one record per epoch (those times plus every epoch-level metric) in ``history``.
 
     It synchronizes the device twice per epoch (at its start and after its last training
-    batch), never per step.
+    batch), never per step. Under DDP the record is the job's: the slowest process's times and
+    all processes' images (two small all-reduces per epoch).
     """
 
     def __init__(self) -> None:
@@ -54,21 +55,28 @@ class EpochRecorder(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         now = time.perf_counter()
-        train_s = (self._train_end or now) - self._epoch_start
+        epoch_s, train_s, images = now - self._epoch_start, (self._train_end or now) - self._epoch_start, self._images
+        if trainer.world_size > 1:
+            # One record for the whole DDP job: an epoch lasts as long as its slowest process, and
+            # every process trained on its own share of the images.
+            times = torch.tensor([epoch_s, train_s], dtype=torch.float64, device=pl_module.device)
+            epoch_s, train_s = trainer.strategy.reduce(times, reduce_op="max").tolist()
+            count = torch.tensor(float(images), dtype=torch.float64, device=pl_module.device)
+            images = int(trainer.strategy.reduce(count, reduce_op="sum").item())
         record = {
             "epoch": float(trainer.current_epoch),
-            "epoch_s": now - self._epoch_start,
+            "epoch_s": epoch_s,
             "train_s": train_s,
-            "images": float(self._images),
-            "images_per_s": self._images / train_s if train_s > 0 else 0.0,
+            "images": float(images),
+            "images_per_s": images / train_s if train_s > 0 else 0.0,
         }
         for name, value in trainer.callback_metrics.items():
             if value.numel() == 1 and not name.endswith("_step"):
                 record[name.removesuffix("_epoch")] = float(value)
         self.history.append(record)
-        pl_module.log("time/epoch_s", record["epoch_s"])
-        pl_module.log("time/train_s", record["train_s"])
-        pl_module.log("time/images_per_s", record["images_per_s"])
+        # Equal on every process by now; sync_dist only spares the warning Lightning gives under DDP.
+        for name in ("epoch_s", "train_s", "images_per_s"):
+            pl_module.log(f"time/{name}", record[name], sync_dist=True, reduce_fx="max")
 
     # In checkpoints: a resumed run's metrics.json has the whole history, not just its own epochs.
     def state_dict(self) -> dict[str, Any]:

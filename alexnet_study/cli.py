@@ -18,6 +18,7 @@ from hydra.errors import HydraException, OverrideParseException
 from omegaconf.errors import OmegaConfBaseException
 
 from alexnet_study.config import config_dir
+from alexnet_study.distributed import check_launch
 from alexnet_study.errors import ConfigError
 from alexnet_study.validate import check_targets
 
@@ -40,7 +41,23 @@ def check_command_line(argv: Sequence[str]) -> None:
     _check_group_choices(parsed)
     jobs = _jobs(parsed, overrides) if args.multirun else [overrides]
     for job in jobs[:MAX_JOBS_CHECKED]:
-        check_targets(_compose(args.config_name or "config", job))
+        cfg = _compose(args.config_name or "config", job)
+        check_targets(cfg)
+        _check_launch(cfg, job, multirun=args.multirun)
+
+
+def _check_launch(cfg: Any, overrides: list[str], *, multirun: bool) -> None:
+    """DDP settings this launch cannot honour (:func:`check_launch`), and a multi-node run without a
+    shared run dir: each node would otherwise name its own by the clock (``hydra.run.dir``)."""
+    trainer = cfg.get("trainer")
+    check_launch(trainer, multirun=multirun, launcher=cfg.hydra.get("launcher"))
+    nodes = trainer.get("num_nodes", 1) if trainer is not None else 1
+    shared_dir = any(o.startswith("hydra.run.dir=") for o in overrides)
+    if not multirun and isinstance(nodes, int) and nodes > 1 and not shared_dir:
+        raise ConfigError(
+            f"trainer.num_nodes={nodes}: every node must write into the same run dir; give it on every node's "
+            "command line: hydra.run.dir=/shared/path/my-run"
+        )
 
 
 def one_line(err: BaseException) -> str:

@@ -54,11 +54,11 @@ class DivergenceGuard(L.Callback):
         # global_step already counts this step's optimizer update; report the step the loss belongs to.
         self._steps.append((trainer.current_epoch, trainer.global_step - 1, lr))
         if len(self._steps) >= self.check_every_n_steps:
-            self.check()
+            self.check(trainer)
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking:
-            self.check()  # no point validating weights a NaN loss has already wrecked
+            self.check(trainer)  # no point validating weights a NaN loss has already wrecked
 
     # Lightning skips callbacks' on_save_checkpoint for weights-only saves (the best checkpoint),
     # so the hooks that precede those saves check too; this callback runs before checkpoint callbacks.
@@ -78,18 +78,41 @@ class DivergenceGuard(L.Callback):
     def check(self, trainer: L.Trainer | None = None, pl_module: L.LightningModule | None = None) -> None:
         """Read the buffered losses (one device sync) and raise at the first non-finite one; with
         ``pl_module``, also check that every weight is finite (the last update can break them
-        before any loss shows it)."""
-        if self._steps and self._losses is not None:
-            values = self._losses[: len(self._steps)].tolist()
-            steps, self._steps = self._steps, []
-            for value, (epoch, step, lr) in zip(values, steps, strict=True):
-                if not math.isfinite(value):
-                    raise self._error(f"the training loss became {value}", epoch, step, lr)
-        if trainer is not None and pl_module is not None:
+        before any loss shows it).
+
+        Under DDP every process checks at the same points (each runs as many steps) and the verdict
+        is reduced over them (one small all-reduce): a loss that turned NaN on one process stops
+        all of them together, not just that one while the others wait for it in the next step.
+        """
+        checked = bool(self._steps) or pl_module is not None  # the same on every process
+        problem = self._loss_problem()
+        if problem is None and trainer is not None and pl_module is not None:
             params = [p.detach().isfinite().all() for p in pl_module.parameters()]
             if params and not bool(torch.stack(params).all()):
-                lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None
-                raise self._error("the weights became non-finite", trainer.current_epoch, trainer.global_step - 1, lr)
+                problem = self._error("the weights became non-finite", *self._position(trainer))
+        if checked and trainer is not None and trainer.world_size > 1:
+            elsewhere = trainer.strategy.reduce_boolean_decision(problem is not None, all=False)
+            if elsewhere and problem is None:
+                what = "the training loss or the weights of another process became non-finite"
+                problem = self._error(what, *self._position(trainer))
+        if problem is not None:
+            raise problem
+
+    def _loss_problem(self) -> DivergenceError | None:
+        """The first non-finite buffered loss, as an error; empties the buffer."""
+        if not self._steps or self._losses is None:
+            return None
+        values = self._losses[: len(self._steps)].tolist()
+        steps, self._steps = self._steps, []
+        for value, (epoch, step, lr) in zip(values, steps, strict=True):
+            if not math.isfinite(value):
+                return self._error(f"the training loss became {value}", epoch, step, lr)
+        return None
+
+    @staticmethod
+    def _position(trainer: L.Trainer) -> tuple[int, int, float | None]:
+        lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None
+        return trainer.current_epoch, trainer.global_step - 1, lr
 
     @staticmethod
     def _error(what: str, epoch: int, step: int, lr: float | None) -> DivergenceError:

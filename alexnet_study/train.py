@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import signal
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,16 +17,19 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from omegaconf import DictConfig, OmegaConf
 
 from alexnet_study.callbacks import EpochRecorder
 from alexnet_study.checkpointing import AtomicCheckpointIO, ResumeState, resume_checkpoint
 from alexnet_study.config import uses_cuda
 from alexnet_study.data.base import DeviceDataModule
+from alexnet_study.distributed import launched_as_rank_zero, parallel_job_devices
 from alexnet_study.errors import DivergenceError, StudyError
 from alexnet_study.models.builder import count_parameters
 from alexnet_study.module import ImageClassifier
 from alexnet_study.provenance import Provenance, RecordDataset
+from alexnet_study.requeue import SubmititRequeue, slurm_environment
 from alexnet_study.validate import validate_config
 
 log = logging.getLogger(__name__)
@@ -71,7 +75,9 @@ def build_module(cfg: DictConfig) -> ImageClassifier:
 
 def build_trainer(cfg: DictConfig, extra_callbacks: list[L.Callback] = ()) -> L.Trainer:
     """The Trainer: config callbacks and loggers, plus what every run needs to resume exactly
-    (:class:`ResumeState`) and to write checkpoints atomically (:class:`AtomicCheckpointIO`)."""
+    (:class:`ResumeState`) and to write checkpoints atomically (:class:`AtomicCheckpointIO`); on
+    SLURM, Lightning's auto-requeue off and submitit's requeue signal handled (``requeue.py``); with
+    ``hydra/launcher=parallel`` and several GPUs, a GPU of its own for each job."""
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     extra: dict[str, Any] = {}
@@ -84,11 +90,17 @@ def build_trainer(cfg: DictConfig, extra_callbacks: list[L.Callback] = ()) -> L.
             "deterministic CUDA backward"
         )
         extra["deterministic"] = "warn"
+    if HydraConfig.initialized() and uses_cuda(cfg.trainer.get("accelerator", "auto")):
+        hydra_cfg = HydraConfig.get()
+        target, sweep_dir = str(hydra_cfg.launcher.get("_target_", "")), Path(str(hydra_cfg.sweep.dir))
+        devices = parallel_job_devices(cfg.trainer, target, sweep_dir, torch.cuda.device_count())
+        if devices is not None:
+            extra["devices"] = devices
     return instantiate(
         cfg.trainer,
-        callbacks=[*callbacks, ResumeState(), *extra_callbacks],
+        callbacks=[*callbacks, ResumeState(), SubmititRequeue(), *extra_callbacks],
         logger=loggers or False,
-        plugins=[AtomicCheckpointIO()],
+        plugins=[AtomicCheckpointIO(), *slurm_environment()],
         **extra,
     )
 
@@ -122,7 +134,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             metrics["resumed_from"] = str(ckpt_path)
         if warnings:
             metrics["warnings"] = warnings
-        provenance = Provenance(output_dir, cfg)
+        # Under DDP every process runs this function; rank zero alone records the run.
+        if launched_as_rank_zero():
+            provenance = Provenance(output_dir, cfg)
         if cfg.get("seed") is not None:
             L.seed_everything(cfg.seed, workers=True)
         # The model first: a bad model config fails in milliseconds, before any data is read.
@@ -132,7 +146,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         log.info("model %s: %s parameters, %s trainable", cfg.model.get("name", "?"), f"{total:,}", f"{trainable:,}")
 
         datamodule = instantiate(cfg.data)
-        trainer = build_trainer(cfg, [recorder, RecordDataset(provenance)])
+        trainer = build_trainer(cfg, [recorder, *([RecordDataset(provenance)] if provenance else [])])
         metrics.update(device=_device_name(trainer), precision=str(trainer.precision))
         for lg in trainer.loggers:
             lg.log_metrics({"params/total": total, "params/trainable": trainable}, step=0)
@@ -142,7 +156,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if cfg.get("test", True) and "test" in datamodule.splits():
             best = getattr(trainer.checkpoint_callback, "best_model_path", "")
             trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
-            metrics.update(_test_metrics(trainer, module, datamodule.classes, output_dir))
+            metrics.update(
+                _test_metrics(trainer, module, datamodule.classes, output_dir if trainer.is_global_zero else None)
+            )
             metrics["tested_checkpoint"] = best or "final weights"
         metrics["status"] = "ok"
     except BaseException as err:
@@ -151,6 +167,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         metrics["status"] = _status(err)
         if isinstance(err, DivergenceError):
             metrics["diverged_at"] = {"epoch": err.epoch, "step": err.step, "lr": err.lr}
+        _stop_launched_processes(trainer)
         raise
     finally:
         metrics.update(recorder.summary())
@@ -163,16 +180,25 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             metrics["best_val_acc"] = max(accs) if accs else None
         metrics["wall_time_s"] = time.perf_counter() - started
         metrics["finished_at"] = _now()
-        if trainer is None or trainer.is_global_zero:
+        primary = trainer.is_global_zero if trainer is not None else launched_as_rank_zero()
+        if primary:
             try:
                 write_metrics(output_dir / METRICS_FILE, metrics)
             except OSError as err:  # a full disk must not hide the run's own error
                 log.error("could not write %s: %s", output_dir / METRICS_FILE, err)
             if provenance is not None:
                 provenance.finish(metrics["status"], error=metrics["error"], resumed_from=metrics.get("resumed_from"))
-        if trainer is not None and trainer.is_global_zero:
+        if trainer is not None and primary:
             log_hparams(trainer, cfg, metrics)
     return metrics
+
+
+def _stop_launched_processes(trainer: L.Trainer | None) -> None:
+    """The processes Lightning's DDP launcher started for this run (``trainer=ddp``, rank zero only):
+    after an error here they could wait for this process in a collective operation forever."""
+    launcher = getattr(trainer.strategy, "launcher", None) if trainer is not None else None
+    if isinstance(launcher, _SubprocessScriptLauncher) and launcher.procs:
+        launcher.kill(signal.SIGKILL)
 
 
 def _status(err: BaseException) -> str:
@@ -222,11 +248,14 @@ def _fit_metrics(trainer: L.Trainer, module: ImageClassifier) -> dict[str, Any]:
     }
 
 
-def _test_metrics(trainer: L.Trainer, module: ImageClassifier, classes: list[str], output_dir: Path) -> dict[str, Any]:
+def _test_metrics(
+    trainer: L.Trainer, module: ImageClassifier, classes: list[str], output_dir: Path | None
+) -> dict[str, Any]:
+    """The test metrics (reduced over all processes); ``confusion_matrix.csv`` into ``output_dir`` if given."""
     last = _scalars(trainer.callback_metrics)
     report = module.test_report
     confusion = report.get("confusion_matrix")
-    if confusion is not None:
+    if confusion is not None and output_dir is not None:
         lines = [",".join(["true\\predicted", *classes])]
         lines += [",".join([name, *map(str, row)]) for name, row in zip(classes, confusion, strict=True)]
         (output_dir / "confusion_matrix.csv").write_text("\n".join(lines) + "\n")

@@ -12,6 +12,8 @@ and what is accepted:
   refused too. A guard against configs calling arbitrary Python, not a sandbox.
 - values (:func:`check_values`): names of activations, optimizers and losses, rates, learning
   rate, batch sizes, the model spec (layers, strides, depths) and class counts.
+- the launch (:func:`alexnet_study.distributed.check_launch`): DDP settings that the way this run
+  was started (``-m``, the Hydra launcher) cannot honour.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from alexnet_study.data.files import class_folders, has_images
+from alexnet_study.distributed import check_launch
 from alexnet_study.errors import ConfigError
 
 ALLOWED_PACKAGES = ("torch", "torchvision", "lightning", "torchmetrics", "alexnet_study")
@@ -56,6 +59,17 @@ def validate_config(cfg: DictConfig) -> None:
     """Every check below; the first problem raises :class:`ConfigError`."""
     check_targets(cfg)
     check_values(cfg)
+    _check_launch(cfg)
+
+
+def _check_launch(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.get()
+    check_launch(cfg.get("trainer"), multirun=hydra_cfg.mode == RunMode.MULTIRUN, launcher=hydra_cfg.get("launcher"))
 
 
 # -- _target_ allowlist ----------------------------------------------------------------------------

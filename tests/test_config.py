@@ -20,8 +20,11 @@ from alexnet_study.train import build_module
 from .conftest import REPO_ROOT
 
 CONF = REPO_ROOT / "conf"
-# variant/ holds one nested group per study (variant/<study>=...), used by the experiments.
-GROUPS = sorted(d.name for d in CONF.iterdir() if d.is_dir() and d.name not in ("hydra", "experiment", "variant"))
+# Groups in the defaults list: experiment and hparams_search are added with +, variant/ holds one nested
+# group per study (used by the experiments), hydra is Hydra's.
+GROUPS = sorted(
+    d.name for d in CONF.iterdir() if d.is_dir() and d.name not in ("hydra", "experiment", "variant", "hparams_search")
+)
 # Config groups whose options need a value the preset leaves to the user.
 REQUIRED = {("data", "image_folder"): ["data.num_classes=10"]}
 
@@ -110,17 +113,26 @@ def test_conf_ships_in_the_wheel_and_is_found_there(tmp_path: Path) -> None:
     shipped = {n.removeprefix("alexnet_study/conf/") for n in names if n.startswith("alexnet_study/conf/")}
     in_repo = {p.relative_to(CONF).as_posix() for p in CONF.rglob("*") if p.is_file()}
     assert shipped == in_repo
+    # The Optuna sweeper, inside Hydra's plugin namespace (which must stay a namespace package).
+    assert "hydra_plugins/alexnet_study_sweeper/optuna_sweeper.py" in names
+    assert "hydra_plugins/__init__.py" not in names
+    assert not any(n.startswith("alexnet_study/plugins/") for n in names)  # shipped once, where Hydra looks
 
     script = (
         "import alexnet_study, alexnet_study.config as c;"
         "print(alexnet_study.__file__); print(c.config_dir());"
-        "print(c.compose(['model=alexnet_2012', 'data=synthetic']).model.name)"
+        "print(c.compose(['model=alexnet_2012', 'data=synthetic']).model.name);"
+        "from hydra.core.plugins import Plugins; from hydra.plugins.sweeper import Sweeper;"
+        "print(next(s for s in Plugins.instance().discover(Sweeper) if s.__name__ == 'OptunaStudySweeper').__module__);"
+        "import hydra_plugins.alexnet_study_sweeper as p; print(p.__file__)"
     )
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
     out = subprocess.run(
         [sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True, check=True
     )
-    package_file, conf, model = out.stdout.split()
+    package_file, conf, model, sweeper, plugin_file = out.stdout.split()
     assert Path(package_file).is_relative_to(tmp_path / "site")
     assert Path(conf) == tmp_path / "site" / "alexnet_study" / "conf"
     assert model == "alexnet_2012"
+    assert sweeper == "hydra_plugins.alexnet_study_sweeper.optuna_sweeper"  # Hydra discovers it
+    assert Path(plugin_file).is_relative_to(tmp_path / "site")

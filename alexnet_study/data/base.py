@@ -83,7 +83,8 @@ class EpochSampler:
     Shuffled orders are seeded by ``seed + epoch`` (reproducible, and the same on every rank,
     which then takes every ``world_size``-th index starting at its ``rank``). With ``even``
     the order is first cut to a multiple of ``world_size``, so every rank gets as many samples
-    (and runs as many training steps) as the others.
+    (and runs as many training steps) as the others. Without it (evaluation) every index is used
+    exactly once, with no padding: metrics reduced over the processes count each sample once.
     """
 
     def __init__(
@@ -324,5 +325,12 @@ class DeviceDataModule(L.LightningDataModule):
         if drop_last and len(sampler) < batch_size:
             raise ConfigError(
                 f"data.batch_size={batch_size}: larger than the {name} split on this device ({len(sampler)} images)"
+            )
+        if len(sampler) == 0 and len(split) > 0:
+            # Under DDP each process must evaluate at least one batch: the first one's forward pass
+            # synchronizes the model's buffers (BatchNorm statistics) across processes.
+            raise ConfigError(
+                f"the {name} split has {len(split)} images for {world} processes: give each at least one (use fewer "
+                "devices or a larger split)"
             )
         return DeviceBatchLoader(split, batch_size, sampler, drop_last=drop_last)

@@ -26,9 +26,16 @@ class SweepReport(Callback):
     """At the end of every multirun, write the report into the sweep dir.
 
     Failed jobs do not stop a sweep (the entry point records them in their ``metrics.json`` and
-    returns), so this callback always runs; when any job failed or diverged it raises
-    :class:`SweepFailed` after writing the report, so the process exits with status 1.
+    returns), so this callback always runs; then it raises :class:`SweepFailed` (the process exits
+    with status 1) when any job failed or diverged (``fail_when="any"``, studies: every job is a
+    result), or only when no job finished ok (``"all"``: hyperparameter searches, where trials that
+    diverge are expected and recorded as failed trials; they are logged as a warning).
     """
+
+    def __init__(self, fail_when: str = "any") -> None:
+        if fail_when not in ("any", "all"):
+            raise ValueError(f"hydra.callbacks.sweep_report.fail_when={fail_when!r}: accepted: any, all")
+        self.fail_when = fail_when
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
@@ -36,8 +43,13 @@ class SweepReport(Callback):
             return
         sweep = write_report(sweep_dir)
         bad = failures(sweep)
-        if bad:
-            shown = "; ".join(bad[:3]) + (" ..." if len(bad) > 3 else "")
-            raise SweepFailed(
-                f"{len(bad)} of {len(sweep.jobs)} sweep jobs did not finish ok ({shown}); report: {sweep_dir / 'report.md'}"
-            )
+        if not bad:
+            return
+        shown = "; ".join(bad[:3]) + (" ..." if len(bad) > 3 else "")
+        message = (
+            f"{len(bad)} of {len(sweep.jobs)} sweep jobs did not finish ok ({shown}); report: {sweep_dir / 'report.md'}"
+        )
+        if self.fail_when == "all" and len(bad) < len(sweep.jobs):
+            log.warning("%s", message)
+            return
+        raise SweepFailed(message)

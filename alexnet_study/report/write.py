@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import csv
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
+from omegaconf import OmegaConf
 
 from alexnet_study import plots
 from alexnet_study.report.collect import Sweep, collect
 
 log = logging.getLogger(__name__)
 
+STUDY_FILE = "optuna_study.yaml"  # written by the Optuna sweeper (alexnet_study/plugins/)
 FIGURES = {
     "curves": "curves.png",
     "bars": "bars.png",
@@ -79,8 +82,26 @@ def _markdown(sweep: Sweep, rows: list[dict[str, Any]], repeat_rows: list[dict[s
     ]
     if repeat_rows:
         parts += ["## Mean and standard deviation over repeats (seeds)\n", _table(repeat_rows)]
+    parts += _study_section(sweep.path)
     parts += [f"![{name}]({name})\n" for name in figures]
     return "\n".join(parts)
+
+
+def _study_section(sweep_dir: Path) -> list[str]:
+    """An Optuna search's summary (``optuna_study.yaml``, from ``+hparams_search=optuna``): trial
+    counts by state and the best trial; each trial is also a row of the jobs table (job = trial number)."""
+    path = sweep_dir / STUDY_FILE
+    if not path.is_file():
+        return []
+    summary = OmegaConf.to_container(OmegaConf.load(path))
+    assert isinstance(summary, dict)
+    states = Counter(str(trial["state"]).lower() for trial in summary.get("trials") or [])
+    text = f"{sum(states.values())} trials: " + ", ".join(f"{n} {state}" for state, n in sorted(states.items())) + "."
+    best = summary.get("best")
+    if best:
+        params = ", ".join(f"{key}={_format(value)}" for key, value in best["params"].items())
+        text += f" Best: trial {best['number']}, {summary.get('direction', 'maximize')}d value {_format(best['value'])} ({params})."
+    return ["## Optuna study\n", text + f" Stored in `{sweep_dir / 'optuna.db'}` unless storage was set.\n"]
 
 
 def sweep_figures(sweep: Sweep) -> dict[str, Figure]:
