@@ -56,12 +56,18 @@ def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
     return make
 
 
+def shared_archive(name: str) -> Path:
+    """An archive from ../shared/data; the test is skipped when it is absent."""
+    archive = SHARED_DATA / name
+    if not archive.is_file():
+        pytest.skip(f"{archive} not found (real-data tests need ../shared/data)")
+    return archive
+
+
 @pytest.fixture(scope="session")
 def cifar10_jpg_subset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The first 100 training and 50 test JPEGs of each CIFAR-10 class from ../shared/data (skip if absent)."""
-    archive = SHARED_DATA / "cifar10-jpg.tar.gz"
-    if not archive.is_file():
-        pytest.skip(f"{archive} not found (real-data tests need ../shared/data)")
+    archive = shared_archive("cifar10-jpg.tar.gz")
     target = tmp_path_factory.mktemp("cifar10")
     per_split = {"train": 100, "test": 50}
     counts: dict[tuple[str, str], int] = {}

@@ -31,7 +31,7 @@ from alexnet_study.data.aug_bench import PRESETS, measure, preset
 from alexnet_study.errors import DataError
 from alexnet_study.train import run
 
-from .conftest import SHARED_DATA
+from .conftest import shared_archive
 
 OFFLINE = urllib.error.URLError("[Errno -2] Name or service not known")
 
@@ -246,9 +246,7 @@ def test_hymenoptera_reports_val_as_test_and_explains_offline(tmp_path: Path, mo
 
 @pytest.fixture(scope="module")
 def hymenoptera(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    archive = SHARED_DATA / "hymenoptera.tar.gz"
-    if not archive.is_file():
-        pytest.skip(f"{archive} not found (real-data tests need ../shared/data)")
+    archive = shared_archive("hymenoptera.tar.gz")
     target = tmp_path_factory.mktemp("hymenoptera")
     with tarfile.open(archive) as tar:
         tar.extractall(target, filter="data")
