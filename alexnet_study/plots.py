@@ -104,6 +104,17 @@ def training_curves(histories: Mapping[str, Sequence[Mapping[str, float]]]) -> F
     return fig
 
 
+def wrap_label(label: str, width: int = 36) -> str:
+    """``label``'s comma-separated parts (``key=value, ...``) on lines of about ``width`` characters."""
+    lines: list[str] = []
+    for part in label.split(", "):
+        if lines and len(lines[-1]) + 2 + len(part) <= width:
+            lines[-1] += ", " + part
+        else:
+            lines.append(part)
+    return "\n".join(lines)
+
+
 def bars(
     labels: Sequence[str],
     panels: Mapping[str, Sequence[float | None]],
@@ -111,7 +122,10 @@ def bars(
 ) -> Figure:
     """One horizontal bar chart per panel (e.g. best val acc, training time), one bar per label,
     with error bars where ``errors`` has them (mean +/- std over repeats)."""
-    fig = Figure(figsize=(5.5 * len(panels), 1.0 + 0.35 * len(labels)), layout="constrained")
+    # Long labels (a search trial's five settings) are wrapped, or they squeeze the bars to nothing.
+    labels = [wrap_label(label) for label in labels]
+    lines = sum(label.count("\n") + 1 for label in labels)
+    fig = Figure(figsize=(5.5 * len(panels), 1.0 + 0.2 * lines + 0.15 * len(labels)), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     positions = np.arange(len(labels))
     for ax, (title, values) in zip(axes, panels.items(), strict=True):

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
+from alexnet_study import plots
 from alexnet_study.__main__ import main as entry_point
 from alexnet_study.models.layers import DropConnectLinear
 from alexnet_study.report import collect, write_report
@@ -291,6 +293,20 @@ def test_repeats_are_averaged_per_setting(tmp_path: Path) -> None:
     assert (means["0.1"]["runs"], means["0.1"]["failed"]) == ("3", "1")  # the diverged repeat is left out
     assert (sweep / "repeats.png").is_file() and "Mean and standard deviation" in (sweep / "report.md").read_text()
     assert collect(sweep).jobs[-1].status == "diverged"
+
+
+def test_a_search_with_five_settings_per_trial_still_gets_its_bar_chart(tmp_path: Path) -> None:
+    settings = ["optim.lr=0.00123456", "optim.weight_decay=0.000123", "model.dropout=0.35", "data.batch_size=64",
+                "sched.scheduler.step_size=12"]  # fmt: skip
+    for number in range(12):
+        make_job(tmp_path, number, [*settings[:-1], f"sched.scheduler.step_size={number}"], best_val_acc=0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib warns when the labels leave the bars no width
+        write_report(tmp_path)
+    assert (tmp_path / "bars.png").is_file()
+    wrapped = plots.wrap_label(", ".join(settings))
+    assert wrapped.replace("\n", ", ") == ", ".join(settings)
+    assert max(len(line) for line in wrapped.splitlines()) <= 36
 
 
 @pytest.mark.slow
