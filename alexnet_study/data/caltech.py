@@ -6,12 +6,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch
 from torchvision import datasets
 
-from alexnet_study.data.base import stratified_split
 from alexnet_study.data.download import download_or_explain, missing_dataset
-from alexnet_study.data.files import FileList, ImageFilesDataModule, class_folders, images_in
+from alexnet_study.data.files import FileList, ImageFilesDataModule, class_folders, hold_out_test, label_folders
 from alexnet_study.errors import DataError
 
 CATEGORIES = "101_ObjectCategories"
@@ -81,19 +79,8 @@ class Caltech101DataModule(ImageFilesDataModule):
 
     def _from_folders(self, categories: Path) -> FileList:
         classes = class_folders(categories, exclude=(BACKGROUND,))
-        files, labels = [], []
-        for label, name in enumerate(classes):
-            found = images_in(categories / name)
-            files += found
-            labels += [label] * len(found)
-        train_index, test_index = stratified_split(
-            torch.tensor(labels), self.test_fraction, self.seed, "data.test_fraction"
-        )
-
-        def pick(index: torch.Tensor) -> tuple[list[Path], list[int]]:
-            return [files[i] for i in index.tolist()], [labels[i] for i in index.tolist()]
-
-        return FileList(classes, {"train": pick(train_index), "test": pick(test_index)})
+        files, labels = label_folders(categories, classes)
+        return FileList(classes, hold_out_test(files, labels, self.test_fraction, self.seed))
 
     def _from_split_files(self, categories: Path, train_list: Path, test_list: Path) -> FileList:
         classes = class_folders(categories, exclude=(BACKGROUND,))

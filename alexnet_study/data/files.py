@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from alexnet_study.data.base import Dataset, DeviceDataModule, Split
+from alexnet_study.data.base import Dataset, DeviceDataModule, Split, stratified_split
 from alexnet_study.data.cache import cached, fingerprint
 from alexnet_study.errors import ConfigError, DataError
 
@@ -55,6 +55,29 @@ def has_images(folder: Path) -> bool:
 def class_folders(root: Path, exclude: tuple[str, ...] = ()) -> list[str]:
     """Sorted names of the class folders directly under ``root`` (hidden ones and ``exclude`` left out)."""
     return sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".") and d.name not in exclude)
+
+
+def label_folders(parent: Path, classes: list[str]) -> tuple[list[Path], list[int]]:
+    """The images of each ``parent/<class>`` folder (a missing one has none), labelled by the class's index."""
+    files: list[Path] = []
+    labels: list[int] = []
+    for label, name in enumerate(classes):
+        found = images_in(parent / name) if (parent / name).is_dir() else []
+        files += found
+        labels += [label] * len(found)
+    return files, labels
+
+
+def hold_out_test(
+    files: list[Path], labels: list[int], fraction: float, seed: int
+) -> dict[str, tuple[list[Path], list[int]]]:
+    """``train`` and ``test`` splits: ``fraction`` of each class held out for testing, seeded
+    (validation is carved from ``train`` later)."""
+    train, test = stratified_split(torch.tensor(labels), fraction, seed, "data.test_fraction")
+    return {
+        name: ([files[i] for i in index.tolist()], [labels[i] for i in index.tolist()])
+        for name, index in (("train", train), ("test", test))
+    }
 
 
 def decode_image(path: Path, size: int) -> np.ndarray:

@@ -7,12 +7,17 @@ import re
 from pathlib import Path
 from typing import Any
 
-import torch
 from torchvision.datasets.utils import download_and_extract_archive, download_url
 
-from alexnet_study.data.base import stratified_split
 from alexnet_study.data.download import download_or_explain, missing_dataset
-from alexnet_study.data.files import FileList, ImageFilesDataModule, class_folders, images_in
+from alexnet_study.data.files import (
+    FileList,
+    ImageFilesDataModule,
+    class_folders,
+    hold_out_test,
+    images_in,
+    label_folders,
+)
 from alexnet_study.errors import ConfigError, DataError
 
 ARCHIVE_URL = "https://www.robots.ox.ac.uk/~vgg/data/flowers/17/17flowers.tgz"
@@ -108,7 +113,8 @@ class Flowers17DataModule(ImageFilesDataModule):
         )
         if split_file is None:
             numbers = sorted(numbered)
-            return self._seeded_split(list(CLASSES), [numbered[i] for i in numbers], [label[i] for i in numbers])
+            files, labels = [numbered[i] for i in numbers], [label[i] for i in numbers]
+            return FileList(list(CLASSES), hold_out_test(files, labels, self.test_fraction, self.seed))
         splits = {}
         for name, key in (("train", "trn"), ("val", "val"), ("test", "tst")):
             numbers = _official_split(split_file, f"{key}{self.split}")
@@ -117,21 +123,8 @@ class Flowers17DataModule(ImageFilesDataModule):
 
     def _class_tree(self) -> FileList:
         classes = class_folders(self.root)
-        files, labels = [], []
-        for index, name in enumerate(classes):
-            found = images_in(self.root / name)
-            files += found
-            labels += [index] * len(found)
-        return self._seeded_split(classes, files, labels)
-
-    def _seeded_split(self, classes: list[str], files: list[Path], labels: list[int]) -> FileList:
-        """Hold out ``test_fraction`` of each class for testing; validation is carved later."""
-        train, test = stratified_split(torch.tensor(labels), self.test_fraction, self.seed, "data.test_fraction")
-        splits = {
-            name: ([files[i] for i in index.tolist()], [labels[i] for i in index.tolist()])
-            for name, index in (("train", train), ("test", test))
-        }
-        return FileList(classes, splits)
+        files, labels = label_folders(self.root, classes)
+        return FileList(classes, hold_out_test(files, labels, self.test_fraction, self.seed))
 
     def expected_image_count(self) -> int | None:
         # The count is the archive's; a class-folder tree holds whatever the user collected.
