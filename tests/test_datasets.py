@@ -216,6 +216,16 @@ def test_flowers_class_folder_tree_with_any_names(tmp_path: Path) -> None:
     assert labels_of(dm, "train") == labels_of(dm, "val") == {0: 3, 1: 3, 2: 3}
 
 
+def test_flowers_class_tree_count_stays_unchecked_after_dropping_an_empty_class(tmp_path: Path) -> None:
+    for c, name in enumerate(["roses", "tulips"]):
+        for i in range(4):
+            save_jpeg(tmp_path / name / f"{i}.jpg", (c * 80, i, 0))
+    (tmp_path / "empty").mkdir()
+    dm = flowers_dm(tmp_path, num_classes=2, expected_classes=None, skip_bad_files=True, val_fraction=0.0)
+    dm.setup()  # the archive's 1360 images are not expected of a class-folder tree
+    assert dm.classes == ["roses", "tulips"]
+
+
 def test_flowers_offline_download_error(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(flowers, "download_and_extract_archive", offline)
     with pytest.raises(

@@ -46,7 +46,6 @@ class Caltech101DataModule(ImageFilesDataModule):
         super().__init__(root, expected_classes=expected_classes, expected_images=expected_images, **kwargs)
         self.download = download
         self.test_fraction = test_fraction
-        self._listed = False
 
     def _categories(self) -> Path | None:
         for candidate in (self.root / CATEGORIES, self.root / "caltech101" / CATEGORIES):
@@ -115,9 +114,5 @@ class Caltech101DataModule(ImageFilesDataModule):
                 f"{len(missing)} file(s) listed in {train_list.name}/{test_list.name} are missing under {categories} "
                 f"(first: {shown}): a partial copy? Extract the dataset again"
             )
-        self._listed = True
-        return FileList(classes, splits)
-
-    def expected_image_count(self) -> int | None:
-        # With split files the lists, not the folders, define the images (each must exist).
-        return None if self._listed else self.expected_images
+        # The lists, not the folders, define the images (each must exist): no fixed count.
+        return FileList(classes, splits, count_fixed=False)

@@ -33,10 +33,15 @@ SPLITS = ("train", "val", "test")
 
 @dataclass
 class FileList:
-    """What a dataset's layout yields: class names and, per split, files with their labels."""
+    """What a dataset's layout yields: class names and, per split, files with their labels.
+
+    ``count_fixed``: the layout has a known image count (``expected_images`` is checked); false
+    where lists or a user's own folders, not the dataset, define which images there are.
+    """
 
     classes: list[str]
     splits: dict[str, tuple[list[Path], list[int]]]
+    count_fixed: bool = True
 
     def count(self) -> int:
         return sum(len(files) for files, _ in self.splits.values())
@@ -223,11 +228,7 @@ class ImageFilesDataModule(DeviceDataModule):
             )
             for split, (files, labels) in listing.splits.items()
         }
-        return FileList([listing.classes[i] for i in kept], splits)
-
-    def expected_image_count(self) -> int | None:
-        """How many images the listing must hold (None: any number)."""
-        return self.expected_images
+        return FileList([listing.classes[i] for i in kept], splits, count_fixed=listing.count_fixed)
 
     def _check_counts(self, listing: FileList) -> None:
         if not listing.splits.get("train", ([], []))[0]:
@@ -238,7 +239,7 @@ class ImageFilesDataModule(DeviceDataModule):
         problems = []
         if self.expected_classes is not None and found_classes != self.expected_classes:
             problems.append(f"{found_classes} classes (expected {self.expected_classes})")
-        expected_images = self.expected_image_count()
+        expected_images = self.expected_images if listing.count_fixed else None
         if expected_images is not None and found_images != expected_images:
             problems.append(f"{found_images} images (expected {expected_images})")
         if problems:

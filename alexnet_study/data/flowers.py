@@ -124,11 +124,8 @@ class Flowers17DataModule(ImageFilesDataModule):
     def _class_tree(self) -> FileList:
         classes = class_folders(self.root)
         files, labels = label_folders(self.root, classes)
-        return FileList(classes, hold_out_test(files, labels, self.test_fraction, self.seed))
-
-    def expected_image_count(self) -> int | None:
         # The count is the archive's; a class-folder tree holds whatever the user collected.
-        return self.expected_images if (self.root / "jpg").is_dir() else None
+        return FileList(classes, hold_out_test(files, labels, self.test_fraction, self.seed), count_fixed=False)
 
 
 def _official_split(path: Path, key: str) -> list[int]:
