@@ -14,8 +14,8 @@ from alexnet_study.data.files import (
     FileList,
     ImageFilesDataModule,
     class_folders,
+    has_images,
     hold_out_test,
-    images_in,
     label_folders,
 )
 from alexnet_study.errors import ConfigError, DataError
@@ -80,7 +80,7 @@ class Flowers17DataModule(ImageFilesDataModule):
         )
 
     def _is_class_tree(self) -> bool:
-        return self.root.is_dir() and any(images_in(self.root / name) for name in class_folders(self.root))
+        return self.root.is_dir() and any(has_images(self.root / name) for name in class_folders(self.root))
 
     def list_files(self) -> FileList:
         if (self.root / "jpg").is_dir():
