@@ -115,9 +115,10 @@ class Flowers17DataModule(ImageFilesDataModule):
             numbers = sorted(numbered)
             files, labels = [numbered[i] for i in numbers], [label[i] for i in numbers]
             return FileList(list(CLASSES), hold_out_test(files, labels, self.test_fraction, self.seed))
+        table = _load_splits(split_file)
         splits = {}
         for name, key in (("train", "trn"), ("val", "val"), ("test", "tst")):
-            numbers = _official_split(split_file, f"{key}{self.split}")
+            numbers = _official_split(table, split_file, f"{key}{self.split}")
             splits[name] = ([numbered[i] for i in numbers], [label[i] for i in numbers])
         return FileList(list(CLASSES), splits)
 
@@ -128,14 +129,18 @@ class Flowers17DataModule(ImageFilesDataModule):
         return FileList(classes, hold_out_test(files, labels, self.test_fraction, self.seed), count_fixed=False)
 
 
-def _official_split(path: Path, key: str) -> list[int]:
-    """1-based image numbers of one official split (e.g. ``trn1``) from datasplits.mat."""
+def _load_splits(path: Path) -> dict[str, Any]:
+    """The contents of datasplits.mat (read once for all three splits)."""
     from scipy.io import loadmat  # imported here: only this layout needs it
 
     try:
-        table = loadmat(path)
+        return loadmat(path)
     except (OSError, ValueError) as err:
         raise DataError(f"{path}: not a readable MATLAB file ({err}); delete it to use a seeded split instead") from err
+
+
+def _official_split(table: dict[str, Any], path: Path, key: str) -> list[int]:
+    """1-based image numbers of one official split (e.g. ``trn1``) from datasplits.mat's ``table``."""
     if key not in table:
         raise DataError(f"{path}: no '{key}' split in it (found {sorted(k for k in table if not k.startswith('__'))})")
     return sorted(int(i) for i in table[key].ravel())
