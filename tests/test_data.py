@@ -611,6 +611,18 @@ def test_datamodule_loaders_split_the_data_between_ranks() -> None:
     assert sorted(seen["val"]) == list(range(9))
 
 
+def test_val_as_test_copies_the_shared_split_to_the_device_once() -> None:
+    dataset = Dataset(train=make_split(8), val=make_split(6), classes=[str(i) for i in range(8)])
+    dm = FixedDataModule(dataset, num_classes=8, batch_size=2, val_as_test=True)
+    dm.trainer = stub_trainer()
+    dm.trainer.strategy.root_device = torch.device("meta")  # .to() makes a real copy, unlike on the CPU
+    dm.setup()
+    val, test = dm.val_dataloader(), dm.test_dataloader()
+    assert val.split.images.device.type == "meta"
+    assert test.split is val.split and test.split.images is val.split.images
+    assert dm.train_dataloader().split is not val.split
+
+
 def test_on_after_batch_transfer_without_a_trainer_applies_the_eval_transform() -> None:
     dm = synthetic(image_size=24, aug=Augment(hflip=1.0, random_crop=True, pad=0.125))
     dm.setup()

@@ -222,7 +222,9 @@ class DeviceDataModule(L.LightningDataModule):
             image_size, normalize=normalize, eval_crop=eval_crop, augment=aug, default_pad=crop_pad
         )
         self.dataset: Dataset | None = None
-        self._on_device: dict[tuple[str, str], Split] = {}
+        # Device copies keyed by (id of the host split, device): a split that is two splits at once
+        # (val_as_test) is copied once. The host split is kept with its copy, so its id stays its own.
+        self._on_device: dict[tuple[int, str], tuple[Split, Split]] = {}
 
     # -- subclasses --------------------------------------------------------------------------
     def load(self) -> Dataset:
@@ -316,10 +318,11 @@ class DeviceDataModule(L.LightningDataModule):
 
     def _loader(self, name: str, batch_size: int, shuffle: bool = False, drop_last: bool = False) -> DeviceBatchLoader:
         device = self._device()
-        key = (name, str(device))
+        source = self.splits()[name]
+        key = (id(source), str(device))
         if key not in self._on_device:
-            self._on_device[key] = self.splits()[name].to(device)
-        split = self._on_device[key]
+            self._on_device[key] = (source, source.to(device))
+        split = self._on_device[key][1]
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
         sampler = EpochSampler(len(split), shuffle=shuffle, seed=self.seed, rank=rank, world_size=world, even=drop_last)
         if drop_last and len(sampler) < batch_size:
