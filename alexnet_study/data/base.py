@@ -16,7 +16,7 @@ import lightning as L
 import torch
 
 from alexnet_study.data.transforms import Augment, DeviceTransform
-from alexnet_study.errors import ConfigError, DataError
+from alexnet_study.errors import ConfigError, DataError, check_int
 
 log = logging.getLogger(__name__)
 
@@ -203,11 +203,9 @@ class DeviceDataModule(L.LightningDataModule):
         val_as_test: bool = False,
     ) -> None:
         super().__init__()
-        for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
-            if key == "eval_batch_size" and value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"data.{key}={value!r}: must be an integer >= 1")
+        check_int("data.batch_size", batch_size, 1)
+        if eval_batch_size is not None:
+            check_int("data.eval_batch_size", eval_batch_size, 1)
         if not 0.0 <= val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction={val_fraction}: must be in [0, 1)")
         self.num_classes = num_classes

@@ -23,7 +23,7 @@ from PIL import Image
 
 from alexnet_study.data.base import Dataset, DeviceDataModule, Split, stratified_split
 from alexnet_study.data.cache import cached, fingerprint
-from alexnet_study.errors import ConfigError, DataError
+from alexnet_study.errors import DataError, check_int
 
 log = logging.getLogger(__name__)
 
@@ -142,8 +142,7 @@ class ImageFilesDataModule(DeviceDataModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if isinstance(stored_size, bool) or not isinstance(stored_size, int) or stored_size < 1:
-            raise ConfigError(f"data.stored_size={stored_size!r}: must be an integer >= 1")
+        check_int("data.stored_size", stored_size, 1)
         self.root = Path(root).expanduser()
         self.stored_size = stored_size
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else self.root / ".alexnet_study_cache"
