@@ -124,7 +124,6 @@ class DeviceTransform(nn.Module):
         self.output_size = output_size
         self.eval_crop = eval_crop
         self.augment = augment if augment.pad is not None else replace(augment, pad=default_pad)
-        self.mean_rgb, self.std_rgb = mean, std
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("gray", torch.tensor(GRAY_WEIGHTS).view(1, 3, 1, 1), persistent=False)
