@@ -222,6 +222,17 @@ def test_hflip_alone_gives_either_the_image_or_its_mirror_and_both_occur() -> No
     assert 10 < is_mirrored.sum() < 54
 
 
+def test_the_warp_grid_is_a_buffer_that_follows_the_module_and_is_not_saved() -> None:
+    transform = DeviceTransform(5, augment=Augment(hflip=1.0))
+    points = transform.out_points
+    assert points.shape == (1, 25, 3) and points.dtype == torch.float32
+    centres = torch.tensor([-0.8, -0.4, 0.0, 0.4, 0.8])
+    assert torch.allclose(points[0, :5, 0], centres) and torch.allclose(points[0, ::5, 1], centres)
+    assert torch.equal(points[..., 2], torch.ones(1, 25))
+    assert "out_points" not in transform.state_dict()
+    assert transform.to("meta").out_points.device.type == "meta"
+
+
 def test_training_randomness_follows_the_global_seed() -> None:
     transform = DeviceTransform(32, augment=Augment(hflip=0.5, random_crop=True, pad=0.125, scale=(0.5, 1.0)))
     images = random_images(8, 32)
