@@ -27,7 +27,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from alexnet_study.errors import CheckpointError, ConfigError
+from alexnet_study.errors import CheckpointError, ConfigError, check_int
 
 log = logging.getLogger(__name__)
 
@@ -112,13 +112,10 @@ class LastCheckpoint(Checkpoint):
     """
 
     def __init__(self, dirpath: str | os.PathLike[str], every_n_train_steps: int = 0) -> None:
-        if isinstance(every_n_train_steps, bool) or not isinstance(every_n_train_steps, int) or every_n_train_steps < 0:
-            raise ConfigError(
-                f"callbacks.last_checkpoint.every_n_train_steps={every_n_train_steps!r}: must be an integer >= 0 "
-                "(0: save at epoch ends only)"
-            )
+        self.every_n_train_steps = check_int(
+            "callbacks.last_checkpoint.every_n_train_steps", every_n_train_steps, 0, hint="(0: save at epoch ends only)"
+        )
         self.path = Path(dirpath) / LAST
-        self.every_n_train_steps = every_n_train_steps
         self._saved_step = -1
         self._deferred_sigterm = False
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class StudyError(Exception):
     """Base class: the message alone (no traceback) tells the user what to change."""
@@ -25,3 +27,11 @@ class DivergenceError(StudyError):
     def __init__(self, message: str, *, epoch: int, step: int, lr: float | None) -> None:
         super().__init__(message)
         self.epoch, self.step, self.lr = epoch, step, lr
+
+
+def check_int(key: str, value: Any, minimum: int, hint: str = "") -> int:
+    """``value`` if it is an integer (a bool is not) >= ``minimum``; else a :class:`ConfigError`
+    naming ``key``, with ``hint`` (e.g. what 0 means) at the end of the message."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{key}={value!r}: must be an integer >= {minimum}" + (f" {hint}" if hint else ""))
+    return value

@@ -10,7 +10,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from alexnet_study.errors import ConfigError, DivergenceError
+from alexnet_study.errors import DivergenceError, check_int
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +30,7 @@ class DivergenceGuard(L.Callback):
     """
 
     def __init__(self, check_every_n_steps: int = 5) -> None:
-        if isinstance(check_every_n_steps, bool) or not isinstance(check_every_n_steps, int) or check_every_n_steps < 1:
-            raise ConfigError(
-                f"callbacks.divergence_guard.check_every_n_steps={check_every_n_steps!r}: must be an integer >= 1"
-            )
-        self.check_every_n_steps = check_every_n_steps
+        self.check_every_n_steps = check_int("callbacks.divergence_guard.check_every_n_steps", check_every_n_steps, 1)
         self._losses: torch.Tensor | None = None
         # Host-side facts about each buffered step: (epoch, step, learning rate).
         self._steps: list[tuple[int, int, float | None]] = []

@@ -28,7 +28,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from alexnet_study.data.files import class_folders, has_images
 from alexnet_study.distributed import check_launch
-from alexnet_study.errors import ConfigError
+from alexnet_study.errors import ConfigError, check_int
 
 ALLOWED_PACKAGES = ("torch", "torchvision", "lightning", "torchmetrics", "alexnet_study")
 EXTRA_TARGETS_ENV = "ALEXNET_STUDY_EXTRA_TARGETS"
@@ -159,11 +159,6 @@ def _number(key: str, value: Any, *, minimum: float, inclusive: bool = True, bel
         )
 
 
-def _integer(key: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{key}={value!r}: must be an integer >= {minimum}")
-
-
 def _locatable(key: str, target: Any) -> None:
     """The target names something that exists (``optim._target_=torch.optim.Foo`` fails here)."""
     module_name, _, attribute = str(target).rpartition(".")
@@ -213,12 +208,12 @@ def check_values(cfg: DictConfig) -> None:
     data = cfg.get("data") or {}
     for key in ("batch_size", "eval_batch_size"):
         if data.get(key) is not None:
-            _integer(f"data.{key}", data[key], 1)
+            check_int(f"data.{key}", data[key], 1)
     if "val_fraction" in data:
         _number("data.val_fraction", data.val_fraction, minimum=0, below=1)
     trainer = cfg.get("trainer") or {}
     if trainer.get("max_epochs") is not None and trainer.max_epochs != -1:
-        _integer("trainer.max_epochs", trainer.max_epochs, 1)
+        check_int("trainer.max_epochs", trainer.max_epochs, 1)
     if trainer.get("deterministic") not in (None, True, False, "warn"):
         raise ConfigError(f"trainer.deterministic={trainer.deterministic!r}: accepted: true, false, warn")
 
@@ -250,7 +245,7 @@ def _check_num_classes(cfg: DictConfig) -> None:
     if OmegaConf.is_missing(data, "num_classes"):
         raise ConfigError("data.num_classes=???: required for this dataset; set it to the number of classes")
     data_classes = data.num_classes
-    _integer("data.num_classes", data_classes, 2)
+    check_int("data.num_classes", data_classes, 2)
     model_classes = model.get("num_classes") if isinstance(model, DictConfig) else None
     if model_classes is not None and model_classes != data_classes:
         raise ConfigError(

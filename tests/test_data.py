@@ -222,6 +222,17 @@ def test_hflip_alone_gives_either_the_image_or_its_mirror_and_both_occur() -> No
     assert 10 < is_mirrored.sum() < 54
 
 
+def test_the_warp_grid_is_a_buffer_that_follows_the_module_and_is_not_saved() -> None:
+    transform = DeviceTransform(5, augment=Augment(hflip=1.0))
+    points = transform.out_points
+    assert points.shape == (1, 25, 3) and points.dtype == torch.float32
+    centres = torch.tensor([-0.8, -0.4, 0.0, 0.4, 0.8])
+    assert torch.allclose(points[0, :5, 0], centres) and torch.allclose(points[0, ::5, 1], centres)
+    assert torch.equal(points[..., 2], torch.ones(1, 25))
+    assert "out_points" not in transform.state_dict()
+    assert transform.to("meta").out_points.device.type == "meta"
+
+
 def test_training_randomness_follows_the_global_seed() -> None:
     transform = DeviceTransform(32, augment=Augment(hflip=0.5, random_crop=True, pad=0.125, scale=(0.5, 1.0)))
     images = random_images(8, 32)
@@ -609,6 +620,18 @@ def test_datamodule_loaders_split_the_data_between_ranks() -> None:
             seen[name] += [i for _, labels in loader for i in labels.tolist()]
     assert sorted(seen["train"]) == list(range(20))
     assert sorted(seen["val"]) == list(range(9))
+
+
+def test_val_as_test_copies_the_shared_split_to_the_device_once() -> None:
+    dataset = Dataset(train=make_split(8), val=make_split(6), classes=[str(i) for i in range(8)])
+    dm = FixedDataModule(dataset, num_classes=8, batch_size=2, val_as_test=True)
+    dm.trainer = stub_trainer()
+    dm.trainer.strategy.root_device = torch.device("meta")  # .to() makes a real copy, unlike on the CPU
+    dm.setup()
+    val, test = dm.val_dataloader(), dm.test_dataloader()
+    assert val.split.images.device.type == "meta"
+    assert test.split is val.split and test.split.images is val.split.images
+    assert dm.train_dataloader().split is not val.split
 
 
 def test_on_after_batch_transfer_without_a_trainer_applies_the_eval_transform() -> None:

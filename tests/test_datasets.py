@@ -191,6 +191,21 @@ def test_flowers_official_splits_from_datasplits_mat(flowers_archive: Path, tmp_
     assert test.images[test.labels == 16][:, 0].float().mean().item() == pytest.approx(16 * 15, abs=3)
 
 
+def test_flowers_unreadable_or_incomplete_datasplits_mat_is_an_error(flowers_archive: Path, tmp_path: Path) -> None:
+    root = tmp_path / "bad_splits"
+    root.mkdir()
+    (root / "jpg").symlink_to(flowers_archive / "jpg")
+    (root / "datasplits.mat").write_bytes(b"not a MATLAB file " * 20)
+    with pytest.raises(
+        DataError, match=r"datasplits.mat: not a readable MATLAB file .*delete it to use a seeded split"
+    ):
+        flowers_dm(root).setup()
+    numbers = np.arange(1, 1361)
+    savemat(root / "datasplits.mat", {"trn1": numbers[:680], "val1": numbers[680:1020]})
+    with pytest.raises(DataError, match=r"datasplits.mat: no 'tst1' split in it \(found \['trn1', 'val1'\]\)"):
+        flowers_dm(root).setup()
+
+
 def test_flowers_without_split_file_is_split_by_seed_40_20_20(flowers_archive: Path) -> None:
     dm = flowers_dm(flowers_archive, seed=5)
     dm.setup()
@@ -214,6 +229,16 @@ def test_flowers_class_folder_tree_with_any_names(tmp_path: Path) -> None:
     assert dm.classes == ["Blue bells", "Sun-flowers", "roses"]
     assert labels_of(dm, "test") == {0: 2, 1: 2, 2: 2}
     assert labels_of(dm, "train") == labels_of(dm, "val") == {0: 3, 1: 3, 2: 3}
+
+
+def test_flowers_class_tree_count_stays_unchecked_after_dropping_an_empty_class(tmp_path: Path) -> None:
+    for c, name in enumerate(["roses", "tulips"]):
+        for i in range(4):
+            save_jpeg(tmp_path / name / f"{i}.jpg", (c * 80, i, 0))
+    (tmp_path / "empty").mkdir()
+    dm = flowers_dm(tmp_path, num_classes=2, expected_classes=None, skip_bad_files=True, val_fraction=0.0)
+    dm.setup()  # the archive's 1360 images are not expected of a class-folder tree
+    assert dm.classes == ["roses", "tulips"]
 
 
 def test_flowers_offline_download_error(tmp_path: Path, monkeypatch) -> None:

@@ -24,8 +24,9 @@ import pytest
 import torch
 from torch import nn
 
-from alexnet_study.checkpointing import LAST, previous_path
-from alexnet_study.errors import CheckpointError, ConfigError, DivergenceError
+from alexnet_study.checkpointing import LAST, LastCheckpoint, previous_path
+from alexnet_study.errors import CheckpointError, ConfigError, DivergenceError, check_int
+from alexnet_study.guards import DivergenceGuard
 from alexnet_study.provenance import git_state
 from alexnet_study.train import run
 from alexnet_study.validate import EXTRA_TARGETS_ENV, validate_config
@@ -364,6 +365,21 @@ def test_bad_config_value_is_one_clear_line(make_cfg, override: str, message: st
     with pytest.raises(ConfigError) as err:
         validate_config(make_cfg(*TINY, override))
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_integer_settings_name_the_key_and_the_minimum(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        LastCheckpoint(tmp_path, every_n_train_steps=-1)
+    assert str(err.value) == (
+        "callbacks.last_checkpoint.every_n_train_steps=-1: must be an integer >= 0 (0: save at epoch ends only)"
+    )
+    with pytest.raises(ConfigError) as err:
+        DivergenceGuard(check_every_n_steps=True)
+    assert str(err.value) == "callbacks.divergence_guard.check_every_n_steps=True: must be an integer >= 1"
+    assert check_int("data.batch_size", 3, 1) == 3 and LastCheckpoint(tmp_path).every_n_train_steps == 0
+    for bad in (0, 2.0, "2", None):
+        with pytest.raises(ConfigError, match=r"^k=.*: must be an integer >= 1$"):
+            check_int("k", bad, 1)
 
 
 def test_class_count_is_checked_against_the_dataset_before_loading_it(make_cfg, tmp_path: Path) -> None:

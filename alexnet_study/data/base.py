@@ -16,7 +16,7 @@ import lightning as L
 import torch
 
 from alexnet_study.data.transforms import Augment, DeviceTransform
-from alexnet_study.errors import ConfigError, DataError
+from alexnet_study.errors import ConfigError, DataError, check_int
 
 log = logging.getLogger(__name__)
 
@@ -203,11 +203,9 @@ class DeviceDataModule(L.LightningDataModule):
         val_as_test: bool = False,
     ) -> None:
         super().__init__()
-        for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
-            if key == "eval_batch_size" and value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"data.{key}={value!r}: must be an integer >= 1")
+        check_int("data.batch_size", batch_size, 1)
+        if eval_batch_size is not None:
+            check_int("data.eval_batch_size", eval_batch_size, 1)
         if not 0.0 <= val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction={val_fraction}: must be in [0, 1)")
         self.num_classes = num_classes
@@ -222,7 +220,9 @@ class DeviceDataModule(L.LightningDataModule):
             image_size, normalize=normalize, eval_crop=eval_crop, augment=aug, default_pad=crop_pad
         )
         self.dataset: Dataset | None = None
-        self._on_device: dict[tuple[str, str], Split] = {}
+        # Device copies keyed by (id of the host split, device): a split that is two splits at once
+        # (val_as_test) is copied once. The host split is kept with its copy, so its id stays its own.
+        self._on_device: dict[tuple[int, str], tuple[Split, Split]] = {}
 
     # -- subclasses --------------------------------------------------------------------------
     def load(self) -> Dataset:
@@ -316,10 +316,11 @@ class DeviceDataModule(L.LightningDataModule):
 
     def _loader(self, name: str, batch_size: int, shuffle: bool = False, drop_last: bool = False) -> DeviceBatchLoader:
         device = self._device()
-        key = (name, str(device))
+        source = self.splits()[name]
+        key = (id(source), str(device))
         if key not in self._on_device:
-            self._on_device[key] = self.splits()[name].to(device)
-        split = self._on_device[key]
+            self._on_device[key] = (source, source.to(device))
+        split = self._on_device[key][1]
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
         sampler = EpochSampler(len(split), shuffle=shuffle, seed=self.seed, rank=rank, world_size=world, even=drop_last)
         if drop_last and len(sampler) < batch_size:

@@ -6,12 +6,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch
 from torchvision import datasets
 
-from alexnet_study.data.base import stratified_split
 from alexnet_study.data.download import download_or_explain, missing_dataset
-from alexnet_study.data.files import FileList, ImageFilesDataModule, class_folders, images_in
+from alexnet_study.data.files import FileList, ImageFilesDataModule, class_folders, hold_out_test, label_folders
 from alexnet_study.errors import DataError
 
 CATEGORIES = "101_ObjectCategories"
@@ -48,7 +46,6 @@ class Caltech101DataModule(ImageFilesDataModule):
         super().__init__(root, expected_classes=expected_classes, expected_images=expected_images, **kwargs)
         self.download = download
         self.test_fraction = test_fraction
-        self._listed = False
 
     def _categories(self) -> Path | None:
         for candidate in (self.root / CATEGORIES, self.root / "caltech101" / CATEGORIES):
@@ -81,19 +78,8 @@ class Caltech101DataModule(ImageFilesDataModule):
 
     def _from_folders(self, categories: Path) -> FileList:
         classes = class_folders(categories, exclude=(BACKGROUND,))
-        files, labels = [], []
-        for label, name in enumerate(classes):
-            found = images_in(categories / name)
-            files += found
-            labels += [label] * len(found)
-        train_index, test_index = stratified_split(
-            torch.tensor(labels), self.test_fraction, self.seed, "data.test_fraction"
-        )
-
-        def pick(index: torch.Tensor) -> tuple[list[Path], list[int]]:
-            return [files[i] for i in index.tolist()], [labels[i] for i in index.tolist()]
-
-        return FileList(classes, {"train": pick(train_index), "test": pick(test_index)})
+        files, labels = label_folders(categories, classes)
+        return FileList(classes, hold_out_test(files, labels, self.test_fraction, self.seed))
 
     def _from_split_files(self, categories: Path, train_list: Path, test_list: Path) -> FileList:
         classes = class_folders(categories, exclude=(BACKGROUND,))
@@ -128,9 +114,5 @@ class Caltech101DataModule(ImageFilesDataModule):
                 f"{len(missing)} file(s) listed in {train_list.name}/{test_list.name} are missing under {categories} "
                 f"(first: {shown}): a partial copy? Extract the dataset again"
             )
-        self._listed = True
-        return FileList(classes, splits)
-
-    def expected_image_count(self) -> int | None:
-        # With split files the lists, not the folders, define the images (each must exist).
-        return None if self._listed else self.expected_images
+        # The lists, not the folders, define the images (each must exist): no fixed count.
+        return FileList(classes, splits, count_fixed=False)

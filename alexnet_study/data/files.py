@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from alexnet_study.data.base import Dataset, DeviceDataModule, Split
+from alexnet_study.data.base import Dataset, DeviceDataModule, Split, stratified_split
 from alexnet_study.data.cache import cached, fingerprint
-from alexnet_study.errors import ConfigError, DataError
+from alexnet_study.errors import DataError, check_int
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +33,15 @@ SPLITS = ("train", "val", "test")
 
 @dataclass
 class FileList:
-    """What a dataset's layout yields: class names and, per split, files with their labels."""
+    """What a dataset's layout yields: class names and, per split, files with their labels.
+
+    ``count_fixed``: the layout has a known image count (``expected_images`` is checked); false
+    where lists or a user's own folders, not the dataset, define which images there are.
+    """
 
     classes: list[str]
     splits: dict[str, tuple[list[Path], list[int]]]
+    count_fixed: bool = True
 
     def count(self) -> int:
         return sum(len(files) for files, _ in self.splits.values())
@@ -55,6 +60,29 @@ def has_images(folder: Path) -> bool:
 def class_folders(root: Path, exclude: tuple[str, ...] = ()) -> list[str]:
     """Sorted names of the class folders directly under ``root`` (hidden ones and ``exclude`` left out)."""
     return sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".") and d.name not in exclude)
+
+
+def label_folders(parent: Path, classes: list[str]) -> tuple[list[Path], list[int]]:
+    """The images of each ``parent/<class>`` folder (a missing one has none), labelled by the class's index."""
+    files: list[Path] = []
+    labels: list[int] = []
+    for label, name in enumerate(classes):
+        found = images_in(parent / name) if (parent / name).is_dir() else []
+        files += found
+        labels += [label] * len(found)
+    return files, labels
+
+
+def hold_out_test(
+    files: list[Path], labels: list[int], fraction: float, seed: int
+) -> dict[str, tuple[list[Path], list[int]]]:
+    """``train`` and ``test`` splits: ``fraction`` of each class held out for testing, seeded
+    (validation is carved from ``train`` later)."""
+    train, test = stratified_split(torch.tensor(labels), fraction, seed, "data.test_fraction")
+    return {
+        name: ([files[i] for i in index.tolist()], [labels[i] for i in index.tolist()])
+        for name, index in (("train", train), ("test", test))
+    }
 
 
 def decode_image(path: Path, size: int) -> np.ndarray:
@@ -114,8 +142,7 @@ class ImageFilesDataModule(DeviceDataModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if isinstance(stored_size, bool) or not isinstance(stored_size, int) or stored_size < 1:
-            raise ConfigError(f"data.stored_size={stored_size!r}: must be an integer >= 1")
+        check_int("data.stored_size", stored_size, 1)
         self.root = Path(root).expanduser()
         self.stored_size = stored_size
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else self.root / ".alexnet_study_cache"
@@ -200,11 +227,7 @@ class ImageFilesDataModule(DeviceDataModule):
             )
             for split, (files, labels) in listing.splits.items()
         }
-        return FileList([listing.classes[i] for i in kept], splits)
-
-    def expected_image_count(self) -> int | None:
-        """How many images the listing must hold (None: any number)."""
-        return self.expected_images
+        return FileList([listing.classes[i] for i in kept], splits, count_fixed=listing.count_fixed)
 
     def _check_counts(self, listing: FileList) -> None:
         if not listing.splits.get("train", ([], []))[0]:
@@ -215,7 +238,7 @@ class ImageFilesDataModule(DeviceDataModule):
         problems = []
         if self.expected_classes is not None and found_classes != self.expected_classes:
             problems.append(f"{found_classes} classes (expected {self.expected_classes})")
-        expected_images = self.expected_image_count()
+        expected_images = self.expected_images if listing.count_fixed else None
         if expected_images is not None and found_images != expected_images:
             problems.append(f"{found_images} images (expected {expected_images})")
         if problems:

@@ -7,12 +7,17 @@ import re
 from pathlib import Path
 from typing import Any
 
-import torch
 from torchvision.datasets.utils import download_and_extract_archive, download_url
 
-from alexnet_study.data.base import stratified_split
 from alexnet_study.data.download import download_or_explain, missing_dataset
-from alexnet_study.data.files import FileList, ImageFilesDataModule, class_folders, images_in
+from alexnet_study.data.files import (
+    FileList,
+    ImageFilesDataModule,
+    class_folders,
+    has_images,
+    hold_out_test,
+    label_folders,
+)
 from alexnet_study.errors import ConfigError, DataError
 
 ARCHIVE_URL = "https://www.robots.ox.ac.uk/~vgg/data/flowers/17/17flowers.tgz"
@@ -75,7 +80,7 @@ class Flowers17DataModule(ImageFilesDataModule):
         )
 
     def _is_class_tree(self) -> bool:
-        return self.root.is_dir() and any(images_in(self.root / name) for name in class_folders(self.root))
+        return self.root.is_dir() and any(has_images(self.root / name) for name in class_folders(self.root))
 
     def list_files(self) -> FileList:
         if (self.root / "jpg").is_dir():
@@ -108,44 +113,34 @@ class Flowers17DataModule(ImageFilesDataModule):
         )
         if split_file is None:
             numbers = sorted(numbered)
-            return self._seeded_split(list(CLASSES), [numbered[i] for i in numbers], [label[i] for i in numbers])
+            files, labels = [numbered[i] for i in numbers], [label[i] for i in numbers]
+            return FileList(list(CLASSES), hold_out_test(files, labels, self.test_fraction, self.seed))
+        table = _load_splits(split_file)
         splits = {}
         for name, key in (("train", "trn"), ("val", "val"), ("test", "tst")):
-            numbers = _official_split(split_file, f"{key}{self.split}")
+            numbers = _official_split(table, split_file, f"{key}{self.split}")
             splits[name] = ([numbered[i] for i in numbers], [label[i] for i in numbers])
         return FileList(list(CLASSES), splits)
 
     def _class_tree(self) -> FileList:
         classes = class_folders(self.root)
-        files, labels = [], []
-        for index, name in enumerate(classes):
-            found = images_in(self.root / name)
-            files += found
-            labels += [index] * len(found)
-        return self._seeded_split(classes, files, labels)
-
-    def _seeded_split(self, classes: list[str], files: list[Path], labels: list[int]) -> FileList:
-        """Hold out ``test_fraction`` of each class for testing; validation is carved later."""
-        train, test = stratified_split(torch.tensor(labels), self.test_fraction, self.seed, "data.test_fraction")
-        splits = {
-            name: ([files[i] for i in index.tolist()], [labels[i] for i in index.tolist()])
-            for name, index in (("train", train), ("test", test))
-        }
-        return FileList(classes, splits)
-
-    def expected_image_count(self) -> int | None:
+        files, labels = label_folders(self.root, classes)
         # The count is the archive's; a class-folder tree holds whatever the user collected.
-        return self.expected_images if (self.root / "jpg").is_dir() else None
+        return FileList(classes, hold_out_test(files, labels, self.test_fraction, self.seed), count_fixed=False)
 
 
-def _official_split(path: Path, key: str) -> list[int]:
-    """1-based image numbers of one official split (e.g. ``trn1``) from datasplits.mat."""
+def _load_splits(path: Path) -> dict[str, Any]:
+    """The contents of datasplits.mat (read once for all three splits)."""
     from scipy.io import loadmat  # imported here: only this layout needs it
 
     try:
-        table = loadmat(path)
+        return loadmat(path)
     except (OSError, ValueError) as err:
         raise DataError(f"{path}: not a readable MATLAB file ({err}); delete it to use a seeded split instead") from err
+
+
+def _official_split(table: dict[str, Any], path: Path, key: str) -> list[int]:
+    """1-based image numbers of one official split (e.g. ``trn1``) from datasplits.mat's ``table``."""
     if key not in table:
         raise DataError(f"{path}: no '{key}' split in it (found {sorted(k for k in table if not k.startswith('__'))})")
     return sorted(int(i) for i in table[key].ravel())

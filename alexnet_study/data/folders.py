@@ -11,7 +11,7 @@ from typing import Any
 from torchvision.datasets.utils import download_and_extract_archive
 
 from alexnet_study.data.download import download_or_explain
-from alexnet_study.data.files import SPLITS, FileList, ImageFilesDataModule, class_folders, images_in
+from alexnet_study.data.files import SPLITS, FileList, ImageFilesDataModule, class_folders, label_folders
 from alexnet_study.errors import DataError
 
 HYMENOPTERA_URL = "https://download.pytorch.org/tutorial/hymenoptera_data.zip"
@@ -41,12 +41,7 @@ class ImageFolderDataModule(ImageFilesDataModule):
             unknown = sorted(set(class_folders(split_dir)) - set(classes))
             if unknown:
                 raise DataError(f"{split_dir}: class folder(s) {unknown} are not in the training split's classes")
-            files, labels = [], []
-            for label, name in enumerate(classes):
-                found = images_in(split_dir / name) if (split_dir / name).is_dir() else []
-                files += found
-                labels += [label] * len(found)
-            splits[split] = (files, labels)
+            splits[split] = label_folders(split_dir, classes)
         return FileList(classes, splits)
 
 

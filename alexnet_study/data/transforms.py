@@ -124,7 +124,6 @@ class DeviceTransform(nn.Module):
         self.output_size = output_size
         self.eval_crop = eval_crop
         self.augment = augment if augment.pad is not None else replace(augment, pad=default_pad)
-        self.mean_rgb, self.std_rgb = mean, std
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("gray", torch.tensor(GRAY_WEIGHTS).view(1, 3, 1, 1), persistent=False)
@@ -132,6 +131,11 @@ class DeviceTransform(nn.Module):
         # list at run time would be a host-to-device copy per batch).
         corners = torch.tensor([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])
         self.register_buffer("corners", corners, persistent=False)
+        # Pixel centres of the output in normalized coordinates (align_corners=False), as
+        # homogeneous (u, v, 1) rows: the points every training warp maps, (1, HW, 3).
+        axis = (torch.arange(output_size, dtype=torch.float32) * 2 + 1) / output_size - 1
+        v, u = torch.meshgrid(axis, axis, indexing="ij")
+        self.register_buffer("out_points", torch.stack([u, v, torch.ones_like(u)], -1).view(1, -1, 3), persistent=False)
         self.register_buffer("to_yiq", torch.tensor(YIQ), persistent=False)
         self.register_buffer("from_yiq", torch.linalg.inv(torch.tensor(YIQ)), persistent=False)
 
@@ -218,11 +222,7 @@ class DeviceTransform(nn.Module):
 
     def _warp(self, images: torch.Tensor, homography: torch.Tensor) -> torch.Tensor:
         n, size = images.shape[0], self.output_size
-        # Pixel centres of the output in normalized coordinates (align_corners=False).
-        axis = (torch.arange(size, device=images.device, dtype=torch.float32) * 2 + 1) / size - 1
-        v, u = torch.meshgrid(axis, axis, indexing="ij")
-        points = torch.stack([u, v, torch.ones_like(u)], -1).view(1, -1, 3)  # (1, HW, 3)
-        mapped = points @ homography.transpose(1, 2)  # (n, HW, 3)
+        mapped = self.out_points @ homography.transpose(1, 2)  # (n, HW, 3)
         grid = (mapped[..., :2] / mapped[..., 2:]).view(n, size, size, 2)
         # Inside the image, clamp to the border as F.interpolate does (no dark frame when
         # upsampling); beyond its edges (padding, rotation corners) the crop sees zeros.

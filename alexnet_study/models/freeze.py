@@ -92,9 +92,12 @@ def frozen_names(net: nn.Module, mode: str) -> list[str]:
     raise ConfigError(f"model.freeze={mode!r}: unknown; accepted: {', '.join(FREEZE_MODES)}")
 
 
-def freeze(net: nn.Module, mode: str) -> int:
-    """Freeze what ``mode`` says (``requires_grad=False``); return how many parameters were frozen."""
-    frozen = set(frozen_names(net, mode))
+def freeze(net: nn.Module, mode: str, names: Iterable[str] | None = None) -> int:
+    """Freeze what ``mode`` says (``requires_grad=False``); return how many parameters were frozen.
+
+    ``names``: :func:`frozen_names` of ``net`` and ``mode`` when the caller has them already.
+    """
+    frozen = set(frozen_names(net, mode) if names is None else names)
     params = dict(net.named_parameters())
     if frozen and frozen == set(params):
         raise ConfigError(f"model.freeze={mode!r} freezes every layer: nothing would train")
@@ -127,9 +130,10 @@ def lr_groups(module: nn.Module, net: nn.Module, backbone_lr_scale: float | None
         return trainable
     head = {id(p) for p in net.get_submodule(head_path(net)).parameters()}
     outside = {id(p) for p in module.parameters()} - {id(p) for p in net.parameters()}
+    full_lr = head | outside
     groups = [
-        {"params": [p for p in trainable if id(p) in head | outside], "lr_scale": 1.0, "name": "head"},
-        {"params": [p for p in trainable if id(p) not in head | outside], "lr_scale": backbone_lr_scale, "name": "backbone"},
+        {"params": [p for p in trainable if id(p) in full_lr], "lr_scale": 1.0, "name": "head"},
+        {"params": [p for p in trainable if id(p) not in full_lr], "lr_scale": backbone_lr_scale, "name": "backbone"},
     ]  # fmt: skip
     return [group for group in groups if group["params"]]
 

@@ -80,6 +80,6 @@ def init_weights(
             nn.init.constant_(layer.bias, 1.0 if paper_one else 0.0)
 
 
-def conv_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int = 1) -> int:
+def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
     """Spatial output size of a convolution or max-pool (``ceil_mode=False``) on one axis."""
-    return math.floor((size + 2 * padding - dilation * (kernel - 1) - 1) / stride) + 1
+    return math.floor((size + 2 * padding - kernel) / stride) + 1

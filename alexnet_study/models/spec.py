@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from alexnet_study.errors import ConfigError
+from alexnet_study.errors import ConfigError, check_int
 from alexnet_study.models.layers import ACTIVATIONS, INITS
 
 MAX_FC_DEPTH = 4
@@ -74,12 +74,6 @@ def _key(name: str) -> str:
     return f"model.{name}"
 
 
-def _check_int(key: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{key}={value!r}: must be an integer >= {minimum}")
-    return value
-
-
 def _check_choice(key: str, value: Any, accepted: Sequence[str]) -> str:
     if value not in accepted:
         raise ConfigError(f"{key}={value!r}: unknown; accepted: {', '.join(accepted)}")
@@ -107,9 +101,9 @@ def _pool_spec(key: str, raw: Any) -> PoolSpec | None:
     if unknown:
         raise ConfigError(f"{key}: unknown field(s) {sorted(unknown)}; accepted: kernel_size, stride, padding")
     pool = PoolSpec(**raw)
-    _check_int(f"{key}.kernel_size", pool.kernel_size, 1)
-    _check_int(f"{key}.stride", pool.stride, 1)
-    _check_int(f"{key}.padding", pool.padding, 0)
+    check_int(f"{key}.kernel_size", pool.kernel_size, 1)
+    check_int(f"{key}.stride", pool.stride, 1)
+    check_int(f"{key}.padding", pool.padding, 0)
     if pool.padding > pool.kernel_size // 2:
         raise ConfigError(f"{key}.padding={pool.padding}: must be at most half the kernel ({pool.kernel_size // 2})")
     return pool
@@ -127,11 +121,11 @@ def _conv_spec(key: str, raw: Any) -> ConvSpec:
     fields = dict(raw)
     fields["pool"] = _pool_spec(f"{key}.pool", raw.get("pool"))
     conv = ConvSpec(**fields)
-    _check_int(f"{key}.out_channels", conv.out_channels, 1)
-    _check_int(f"{key}.kernel_size", conv.kernel_size, 1)
-    _check_int(f"{key}.stride", conv.stride, 1)
-    _check_int(f"{key}.padding", conv.padding, 0)
-    _check_int(f"{key}.groups", conv.groups, 1)
+    check_int(f"{key}.out_channels", conv.out_channels, 1)
+    check_int(f"{key}.kernel_size", conv.kernel_size, 1)
+    check_int(f"{key}.stride", conv.stride, 1)
+    check_int(f"{key}.padding", conv.padding, 0)
+    check_int(f"{key}.groups", conv.groups, 1)
     return conv
 
 
@@ -200,7 +194,7 @@ def resolve_spec(
                 f"{_key('conv_strides')}={strides}: {len(strides)} strides for {len(convs)} conv layers; give one per conv layer"
             )
         convs = [
-            replace(c, stride=_check_int(f"{_key('conv_strides')}[{i}]", s, 1))
+            replace(c, stride=check_int(f"{_key('conv_strides')}[{i}]", s, 1))
             for i, (c, s) in enumerate(zip(convs, strides, strict=True))
         ]
 
@@ -212,7 +206,7 @@ def resolve_spec(
                 f"{_key('pool_strides')}={strides}: {len(strides)} strides for {len(pooled)} max-pool layers; give one per max-pool"
             )
         for n, (i, s) in enumerate(zip(pooled, strides, strict=True)):
-            _check_int(f"{_key('pool_strides')}[{n}]", s, 1)
+            check_int(f"{_key('pool_strides')}[{n}]", s, 1)
             convs[i] = replace(convs[i], pool=replace(convs[i].pool, stride=s))
 
     if batchnorm is not None:
@@ -220,7 +214,7 @@ def resolve_spec(
             raise ConfigError(f"{_key('batchnorm')}={batchnorm!r}: accepted: true, false, null (as the preset lists)")
         convs = [replace(c, batchnorm=batchnorm) for c in convs]
 
-    hidden_widths = [_check_int(f"{_key('hidden')}[{i}]", w, 1) for i, w in enumerate(_as_list(_key("hidden"), hidden))]
+    hidden_widths = [check_int(f"{_key('hidden')}[{i}]", w, 1) for i, w in enumerate(_as_list(_key("hidden"), hidden))]
     rates = [dropout] * len(hidden_widths) if isinstance(dropout, int | float) else _as_list(_key("dropout"), dropout)
     rates = [_check_rate(f"{_key('dropout')}[{i}]", p) for i, p in enumerate(rates)]
     if fc_depth is not None:
@@ -246,14 +240,14 @@ def resolve_spec(
         dropout=tuple(rates),
         dropout_position=_check_choice(_key("dropout_position"), dropout_position, DROPOUT_POSITIONS),
         dropconnect=bool(dropconnect),
-        avgpool=None if avgpool is None else _check_int(_key("avgpool"), avgpool, 1),
+        avgpool=None if avgpool is None else check_int(_key("avgpool"), avgpool, 1),
         activation=_check_choice(_key("activation"), activation, activations),
         fc_activation=_check_choice(_key("fc_activation"), fc_activation or activation, activations),
         lrn_after_pool=bool(lrn_after_pool),
         init=_check_choice(_key("init"), init, INITS),
-        in_channels=_check_int(_key("in_channels"), in_channels, 1),
-        num_classes=_check_int(_key("num_classes"), num_classes, 2),
-        input_size=_check_int(_key("input_size"), input_size, 1),
+        in_channels=check_int(_key("in_channels"), in_channels, 1),
+        num_classes=check_int(_key("num_classes"), num_classes, 2),
+        input_size=check_int(_key("input_size"), input_size, 1),
         name=name,
         extra={k: v for k, v in extra.items() if not k.startswith("_")},
     )

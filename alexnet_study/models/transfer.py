@@ -83,6 +83,6 @@ def prepare(
             name, loaded, source, names.get(head, head), f"{head_module.in_features} -> {head_module.out_features}",
         )  # fmt: skip
     if frozen:
-        count = freeze(net, options.freeze)
+        count = freeze(net, options.freeze, frozen)
         log.info("model %s: model.freeze=%s froze %s parameters", name, options.freeze, f"{count:,}")
     return net

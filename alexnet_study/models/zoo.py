@@ -9,7 +9,7 @@ import torchvision
 from torch import nn
 from torchvision.models import VGG, ResNet
 
-from alexnet_study.errors import ConfigError
+from alexnet_study.errors import ConfigError, check_int
 from alexnet_study.models.transfer import TransferOptions, prepare
 
 # Both downsample by 32: a smaller input has no feature map left before the classifier.
@@ -34,8 +34,7 @@ def build_torchvision(
         raise ConfigError(f"model: unknown key(s) {sorted(config)} for torchvision's {arch}")
     if arch not in torchvision_archs():
         raise ConfigError(f"model.arch={arch!r}: unknown; accepted: {', '.join(torchvision_archs())}")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise ConfigError(f"model.num_classes={num_classes!r}: must be an integer >= 2")
+    check_int("model.num_classes", num_classes, 2)
     if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < MIN_INPUT_SIZE:
         raise ConfigError(f"model.input_size={input_size!r}: {arch} needs at least {MIN_INPUT_SIZE} pixels")
     net = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
