@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import tarfile
 from collections.abc import Callable
@@ -68,6 +69,19 @@ def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
         return compose([*paths, *base, *overrides], output_dir=tmp_path / "run")
 
     return make
+
+
+def run_cli(*args: str, cwd: Path, timeout: float = 600, **env: str) -> subprocess.CompletedProcess[str]:
+    """``python -m alexnet_study ARGS`` in a subprocess in ``cwd``: errors as one line
+    (``HYDRA_FULL_ERROR=0``), output unbuffered, ``env`` added to this process's environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "alexnet_study", *args],
+        cwd=cwd,
+        env={**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONUNBUFFERED": "1", **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def multirun_in_process(monkeypatch: pytest.MonkeyPatch, root: Path, *overrides: str) -> Path:

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -24,7 +22,7 @@ from alexnet_study.models.layers import DropConnectLinear
 from alexnet_study.report import collect, write_report
 from alexnet_study.report.__main__ import main as report_main
 
-from .conftest import REPO_ROOT, SMOKE, make_job, multirun_in_process
+from .conftest import REPO_ROOT, SMOKE, make_job, multirun_in_process, run_cli
 
 EXPERIMENTS = sorted(p.stem for p in (REPO_ROOT / "conf" / "experiment").glob("*.yaml") if not p.stem.startswith("_"))
 # Jobs each experiment's own sweep launches.
@@ -45,11 +43,7 @@ TRANSFER_EXPERIMENTS = (
 
 
 def multirun(cwd: Path, *overrides: str) -> tuple[subprocess.CompletedProcess[str], Path]:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    result = subprocess.run(
-        [sys.executable, "-m", "alexnet_study", *overrides, "-m"],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    result = run_cli(*overrides, "-m", cwd=cwd)
     sweeps = sorted(cwd.glob("outputs/*/multiruns/*"))
     assert len(sweeps) == 1, (sweeps, result.stderr[-3000:])
     return result, sweeps[0]
