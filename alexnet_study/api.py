@@ -60,10 +60,6 @@ class ModelSummary:
     total_params: int
     trainable_params: int
     flops: int
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def as_dicts(self) -> list[dict[str, Any]]:
-        return [layer.__dict__ for layer in self.layers]
 
     def __str__(self) -> str:
         lines = [f"{'layer':<10}{'type':<20}{'output':>14}{'params':>14}{'MFLOPs':>12}"]

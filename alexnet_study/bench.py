@@ -507,15 +507,14 @@ def measure(
     train_flops: float,
     s: Settings,
     batch_size: int | None = None,
-    data: tuple[np.ndarray, np.ndarray] | None = None,
+    *,
+    data: tuple[np.ndarray, np.ndarray],
     pad_channels: bool = False,
     profile: Path | None = None,
 ) -> dict[str, Any]:
     """One row: build the pipeline, warm up, time it, count its host syncs, free it."""
     device, batch = s.device, batch_size or s.batch_size
     _reset_memory(device)
-    if data is None and pipeline != "model_only":
-        data = cifar_like(s.dataset_size, s.seed)
     if pipeline == "package":
         run = package_run(model_name, device, batch, image_size, data, s.compile, pad_channels, s.seed)
     elif pipeline == "model_only":

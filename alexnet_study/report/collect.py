@@ -63,10 +63,9 @@ class Sweep:
     jobs: list[Job]
     varying: list[str]
 
-    def label(self, job: Job, keys: Sequence[str] | None = None) -> str:
+    def label(self, job: Job) -> str:
         """``key=value`` of the varying overrides (``job N`` when nothing varies)."""
-        keys = self.varying if keys is None else keys
-        return ", ".join(f"{k}={job.overrides.get(k, '-')}" for k in keys) or f"job {job.name}"
+        return ", ".join(f"{k}={job.overrides.get(k, '-')}" for k in self.varying) or f"job {job.name}"
 
     def classes(self) -> list[str]:
         """The test set's classes (from ``per_class_acc``) when there are at most :data:`MAX_CLASS_COLUMNS`."""
