@@ -31,6 +31,11 @@ REPEAT_KEYS = ("seed",)
 MAX_CLASS_COLUMNS = 10
 
 
+def history(metrics: dict[str, Any]) -> list[dict[str, float]]:
+    """The per-epoch records of a run's :data:`METRICS_FILE` (none when it has none)."""
+    return list(metrics.get("history") or [])
+
+
 @dataclass
 class Job:
     """One sweep job: its folder, command-line overrides, metrics (if it wrote any) and status."""
@@ -52,7 +57,7 @@ class Job:
 
     @property
     def history(self) -> list[dict[str, float]]:
-        return list(self.metrics.get("history") or [])
+        return history(self.metrics)
 
 
 @dataclass
