@@ -23,6 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from alexnet_study.config import compose
 from alexnet_study.models.builder import AlexNet, count_parameters
 from alexnet_study.report import collect, write_report
+from alexnet_study.report.collect import METRICS_FILE, history
 
 # -- models -----------------------------------------------------------------------------------
 
@@ -60,10 +61,6 @@ class ModelSummary:
     total_params: int
     trainable_params: int
     flops: int
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def as_dicts(self) -> list[dict[str, Any]]:
-        return [layer.__dict__ for layer in self.layers]
 
     def __str__(self) -> str:
         lines = [f"{'layer':<10}{'type':<20}{'output':>14}{'params':>14}{'MFLOPs':>12}"]
@@ -136,7 +133,7 @@ class Run:
 
     @property
     def history(self) -> list[dict[str, float]]:
-        return list(self.metrics.get("history") or [])
+        return history(self.metrics)
 
 
 def fit(overrides: Sequence[str] = (), output_dir: str | Path | None = None) -> Run:
@@ -190,7 +187,7 @@ def sweep(
 def load_run(run_dir: str | Path) -> Run:
     """A run dir's ``metrics.json`` (with its per-epoch ``history``) and resolved config."""
     run_dir = Path(run_dir)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = json.loads((run_dir / METRICS_FILE).read_text())
     config_file = run_dir / ".hydra" / "config.yaml"
     config = OmegaConf.to_container(OmegaConf.load(config_file)) if config_file.is_file() else {}
     return Run(run_dir, metrics, config if isinstance(config, dict) else {})

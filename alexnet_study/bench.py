@@ -63,6 +63,7 @@ from alexnet_study.data.base import DeviceBatchLoader, EpochSampler, Split
 from alexnet_study.data.transforms import NORMALIZATIONS, Augment, DeviceTransform
 from alexnet_study.errors import ConfigError
 from alexnet_study.models import build_alexnet, count_parameters
+from alexnet_study.presets import preset
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PIPELINES = ("package", "standard", "naive", "model_only")
@@ -87,40 +88,7 @@ PEAK_BF16_TFLOPS: tuple[tuple[str, float], ...] = (
 SYNC_WARNING = "synchroniz"  # torch.cuda.set_sync_debug_mode's warning: "called a synchronizing CUDA operation"
 
 
-# -- configs: read without Hydra or OmegaConf ---------------------------------------------------
-def conf_dir() -> Path:
-    """``conf/`` (as :func:`alexnet_study.config.config_dir`, which needs OmegaConf)."""
-    for candidate in (PACKAGE_DIR / "conf", PACKAGE_DIR.parent / "conf"):
-        if (candidate / "config.yaml").is_file():
-            return candidate
-    raise FileNotFoundError(f"no conf/config.yaml next to {PACKAGE_DIR} or inside it")
-
-
-def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in update.items():
-        merged[key] = (
-            _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
-        )
-    return merged
-
-
-def preset(group: str, name: str) -> dict[str, Any]:
-    """``conf/GROUP/NAME.yaml`` as a dict, its ``defaults`` (parents in the same group) merged first."""
-    import yaml
-
-    path = conf_dir() / group / f"{name}.yaml"
-    if not path.is_file():
-        accepted = ", ".join(sorted(p.stem for p in path.parent.glob("[!_]*.yaml")))
-        raise ConfigError(f"{group}={name!r}: no {path}; accepted: {accepted}")
-    node = yaml.safe_load(path.read_text()) or {}
-    merged: dict[str, Any] = {}
-    for parent in node.pop("defaults", None) or []:
-        if isinstance(parent, str) and parent != "_self_":
-            merged = _merge(merged, preset(group, parent))
-    return _merge(merged, node)
-
-
+# -- configs: read without Hydra or OmegaConf (alexnet_study.presets) --------------------------
 def model_config(name: str, input_size: int | None = None, in_channels: int = 3) -> dict[str, Any]:
     """The keyword arguments of :func:`build_alexnet` for a ``conf/model`` preset, 10 classes."""
     config = {k: v for k, v in preset("model", name).items() if not k.startswith("_")}
@@ -539,15 +507,14 @@ def measure(
     train_flops: float,
     s: Settings,
     batch_size: int | None = None,
-    data: tuple[np.ndarray, np.ndarray] | None = None,
+    *,
+    data: tuple[np.ndarray, np.ndarray],
     pad_channels: bool = False,
     profile: Path | None = None,
 ) -> dict[str, Any]:
     """One row: build the pipeline, warm up, time it, count its host syncs, free it."""
     device, batch = s.device, batch_size or s.batch_size
     _reset_memory(device)
-    if data is None and pipeline != "model_only":
-        data = cifar_like(s.dataset_size, s.seed)
     if pipeline == "package":
         run = package_run(model_name, device, batch, image_size, data, s.compile, pad_channels, s.seed)
     elif pipeline == "model_only":

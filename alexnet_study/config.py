@@ -8,16 +8,13 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+from alexnet_study.presets import conf_dir
 
 
 def config_dir() -> Path:
     """The ``conf/`` directory: shipped inside the wheel as ``alexnet_study/conf``, or the
     repository's top-level ``conf/`` in a source checkout (editable install)."""
-    for candidate in (PACKAGE_DIR / "conf", PACKAGE_DIR.parent / "conf"):
-        if (candidate / "config.yaml").is_file():
-            return candidate
-    raise FileNotFoundError(f"no conf/config.yaml next to {PACKAGE_DIR} or inside it; the installation is incomplete")
+    return conf_dir()
 
 
 def uses_cuda(accelerator: str = "auto") -> bool:

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
+from alexnet_study.__main__ import main as entry_point
 from alexnet_study.config import compose
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -37,6 +42,16 @@ TINY = [
     "trainer.enable_progress_bar=false",
 ]
 
+# Any experiment, shrunk to seconds: synthetic data, one batch per stage, a 67-pixel input (the
+# smallest at which every depth and stride setting keeps a feature map), narrow FC layers.
+SMOKE = [
+    "data=synthetic", "data.num_classes=17", "data.stored_size=32", "data.batch_size=8",
+    "data.train_size=32", "data.val_size=16", "data.test_size=16", "trainer=smoke",
+    "trainer.limit_train_batches=1", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
+    "trainer.enable_model_summary=false", "model.input_size=67", "model.hidden=[16,16]",
+    "~callbacks.dataset_views", "~callbacks.progress_bar", "trainer.enable_progress_bar=false",
+]  # fmt: skip
+
 
 @pytest.fixture(autouse=True)
 def _few_threads() -> None:
@@ -54,6 +69,41 @@ def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
         return compose([*paths, *base, *overrides], output_dir=tmp_path / "run")
 
     return make
+
+
+def run_cli(*args: str, cwd: Path, timeout: float = 600, **env: str) -> subprocess.CompletedProcess[str]:
+    """``python -m alexnet_study ARGS`` in a subprocess in ``cwd``: errors as one line
+    (``HYDRA_FULL_ERROR=0``), output unbuffered, ``env`` added to this process's environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "alexnet_study", *args],
+        cwd=cwd,
+        env={**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONUNBUFFERED": "1", **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def multirun_in_process(monkeypatch: pytest.MonkeyPatch, root: Path, *overrides: str) -> Path:
+    """``python -m alexnet_study OVERRIDES -m`` in this process (no interpreter start-up per sweep)."""
+    monkeypatch.setattr(sys, "argv", ["alexnet_study", f"paths.root_dir={root}", *overrides, "-m"])
+    GlobalHydra.instance().clear()
+    try:
+        entry_point()
+    finally:
+        GlobalHydra.instance().clear()
+    sweeps = sorted(root.glob("outputs/*/multiruns/*"))
+    assert len(sweeps) == 1, sweeps
+    return sweeps[0]
+
+
+def make_job(sweep: Path, number: int, overrides: list[str], **metrics: object) -> None:
+    """A fake sweep job dir: Hydra's ``overrides.yaml`` and a ``metrics.json`` (status ok unless given)."""
+    job = sweep / str(number)
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    record = {"status": "ok", "history": [{"epoch": 0, "val/acc": metrics.get("best_val_acc", 0)}], **metrics}
+    (job / "metrics.json").write_text(json.dumps(record))
 
 
 def shared_archive(name: str) -> Path:

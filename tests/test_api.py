@@ -11,7 +11,7 @@ import torch
 import alexnet_study as ast
 from alexnet_study.errors import ConfigError
 
-from .conftest import TINY
+from .conftest import TINY, make_job
 
 
 def test_build_model_from_a_preset_with_overrides() -> None:
@@ -71,10 +71,7 @@ def test_sweep_writes_a_sweep_dir_with_a_report(tmp_path: Path, monkeypatch) -> 
 
 def test_load_sweep_gives_a_dataframe_with_pandas(tmp_path: Path) -> None:
     pd = pytest.importorskip("pandas")
-    job = tmp_path / "0"
-    (job / ".hydra").mkdir(parents=True)
-    (job / ".hydra" / "overrides.yaml").write_text("- seed=1\n")
-    (job / "metrics.json").write_text('{"status": "ok", "best_val_acc": 0.5}')
+    make_job(tmp_path, 0, ["seed=1"], best_val_acc=0.5)
     assert isinstance(ast.load_sweep(tmp_path), pd.DataFrame)
 
 

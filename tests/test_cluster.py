@@ -14,19 +14,17 @@ from typing import Any
 import pytest
 import submitit
 import torch
-from hydra.core.global_hydra import GlobalHydra
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.utils import instantiate
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from alexnet_study import requeue
-from alexnet_study.__main__ import main as entry_point
 from alexnet_study.checkpointing import LAST
 from alexnet_study.train import build_trainer, run
 from alexnet_study.validate import EXTRA_TARGETS_ENV, check_targets
 
-from .conftest import REPO_ROOT, TINY
+from .conftest import REPO_ROOT, TINY, multirun_in_process
 
 SLURM_JOB = [
     "hydra/launcher=slurm", "hydra.launcher.partition=gpu", "hydra.launcher.timeout_min=90",
@@ -125,15 +123,8 @@ def test_a_requeued_sweep_job_resumes_from_its_own_checkpoint(monkeypatch, tmp_p
     monkeypatch.setenv(EXTRA_TARGETS_ENV, "tests")
     monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))  # the job's process finds tests.test_reliability
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
-    overrides = [f"paths.root_dir={tmp_path}", *TINY, "~callbacks.dataset_views", "hydra/launcher=submitit_local",
-                 *usr2_at(6, tmp_path / "sent")]  # fmt: skip
-    monkeypatch.setattr(sys, "argv", ["alexnet_study", *overrides, "-m"])
-    GlobalHydra.instance().clear()
-    try:
-        entry_point()
-    finally:
-        GlobalHydra.instance().clear()
-    (sweep,) = tmp_path.glob("outputs/*/multiruns/*")
+    sweep = multirun_in_process(monkeypatch, tmp_path, *TINY, "~callbacks.dataset_views",
+                                "hydra/launcher=submitit_local", *usr2_at(6, tmp_path / "sent"))  # fmt: skip
     job = sweep / "0"
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == [".submitit", "0"]  # no second job dir
     metrics = json.loads((job / "metrics.json").read_text())

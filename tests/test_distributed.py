@@ -24,7 +24,7 @@ from alexnet_study.errors import ConfigError, DivergenceError
 from alexnet_study.guards import DivergenceGuard
 from alexnet_study.train import build_module
 
-from .conftest import TINY
+from .conftest import TINY, run_cli
 
 # 81 validation and test images: a sampler that pads 2 processes to equal shares would count one twice.
 DDP_DATA = [o for o in TINY if o != "trainer=cpu"] + [
@@ -41,11 +41,7 @@ def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Comple
     process by running the command line again."""
     cwd = tmp_path_factory.mktemp("ddp")
     run_dir = cwd / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0"}
-    result = subprocess.run(
-        [sys.executable, "-m", "alexnet_study", *DDP_DATA, *TWO_CPU_PROCESSES, f"hydra.run.dir={run_dir}"],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    result = run_cli(*DDP_DATA, *TWO_CPU_PROCESSES, f"hydra.run.dir={run_dir}", cwd=cwd, OMP_NUM_THREADS="1")
     return result, run_dir
 
 

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 import subprocess
-import sys
 import warnings
 from pathlib import Path
 
 import pytest
 import torch
-from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
@@ -21,12 +18,11 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch import nn
 
 from alexnet_study import plots
-from alexnet_study.__main__ import main as entry_point
 from alexnet_study.models.layers import DropConnectLinear
 from alexnet_study.report import collect, write_report
 from alexnet_study.report.__main__ import main as report_main
 
-from .conftest import REPO_ROOT
+from .conftest import REPO_ROOT, SMOKE, make_job, multirun_in_process, run_cli
 
 EXPERIMENTS = sorted(p.stem for p in (REPO_ROOT / "conf" / "experiment").glob("*.yaml") if not p.stem.startswith("_"))
 # Jobs each experiment's own sweep launches.
@@ -44,23 +40,10 @@ TRANSFER_EXPERIMENTS = (
     "arch_compare",
     "hymenoptera_finetune",
 )
-# Any experiment, shrunk to seconds: synthetic data, one batch per stage, a 67-pixel input (the
-# smallest at which every depth and stride setting keeps a feature map), narrow FC layers.
-SMOKE = [
-    "data=synthetic", "data.num_classes=17", "data.stored_size=32", "data.batch_size=8",
-    "data.train_size=32", "data.val_size=16", "data.test_size=16", "trainer=smoke",
-    "trainer.limit_train_batches=1", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
-    "trainer.enable_model_summary=false", "model.input_size=67", "model.hidden=[16,16]",
-    "~callbacks.dataset_views", "~callbacks.progress_bar", "trainer.enable_progress_bar=false",
-]  # fmt: skip
 
 
 def multirun(cwd: Path, *overrides: str) -> tuple[subprocess.CompletedProcess[str], Path]:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    result = subprocess.run(
-        [sys.executable, "-m", "alexnet_study", *overrides, "-m"],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    result = run_cli(*overrides, "-m", cwd=cwd)
     sweeps = sorted(cwd.glob("outputs/*/multiruns/*"))
     assert len(sweeps) == 1, (sweeps, result.stderr[-3000:])
     return result, sweeps[0]
@@ -179,19 +162,6 @@ def test_loss_and_optimizer_variants_couple_their_settings(make_cfg) -> None:
     assert make_cfg("+experiment=optimizer_sweep", "variant/optimizer=adadelta").optim.lr == 1.0
 
 
-def multirun_in_process(monkeypatch: pytest.MonkeyPatch, root: Path, *overrides: str) -> Path:
-    """``python -m alexnet_study OVERRIDES -m`` in this process (no interpreter start-up per sweep)."""
-    monkeypatch.setattr(sys, "argv", ["alexnet_study", f"paths.root_dir={root}", *overrides, "-m"])
-    GlobalHydra.instance().clear()
-    try:
-        entry_point()
-    finally:
-        GlobalHydra.instance().clear()
-    sweeps = sorted(root.glob("outputs/*/multiruns/*"))
-    assert len(sweeps) == 1, sweeps
-    return sweeps[0]
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", [name for name in EXPERIMENTS if name not in TRANSFER_EXPERIMENTS])
 def test_every_experiment_runs_as_a_smoke_multirun_with_a_report(monkeypatch, tmp_path: Path, name: str) -> None:
@@ -261,14 +231,6 @@ def test_a_partial_sweep_reports_jobs_without_metrics(failing_sweep, tmp_path: P
     assert rows[2]["status"].startswith("failed: no metrics.json")
     write_report(copy)
     assert (copy / "report.md").read_text().count("failed") == 2
-
-
-def make_job(sweep: Path, number: int, overrides: list[str], **metrics: object) -> None:
-    job = sweep / str(number)
-    (job / ".hydra").mkdir(parents=True)
-    (job / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
-    record = {"status": "ok", "history": [{"epoch": 0, "val/acc": metrics.get("best_val_acc", 0)}], **metrics}
-    (job / "metrics.json").write_text(json.dumps(record))
 
 
 def test_repeats_are_averaged_per_setting(tmp_path: Path) -> None:

@@ -14,7 +14,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from alexnet_study.provenance import git_state
 from alexnet_study.train import run
 from alexnet_study.validate import EXTRA_TARGETS_ENV, validate_config
 
+from . import conftest
 from .conftest import REPO_ROOT, TINY
 
 THREADS = min(2, os.cpu_count() or 1)  # as conftest's _few_threads: CPU results depend on the thread count
@@ -97,22 +97,14 @@ def _restore_global_torch_flags() -> Iterator[None]:
 
 
 def run_cli(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "HYDRA_FULL_ERROR": "0",
-        "PYTHONUNBUFFERED": "1",
-        "PYTHONPATH": str(REPO_ROOT),  # for tests.test_reliability.* targets
-        EXTRA_TARGETS_ENV: "tests",
-        # The same thread count as the in-process runs compared with (conftest's _few_threads).
-        "OMP_NUM_THREADS": str(THREADS),
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "alexnet_study", *args],
+    return conftest.run_cli(
+        *args,
         cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
         timeout=timeout,
+        PYTHONPATH=str(REPO_ROOT),  # for tests.test_reliability.* targets
+        **{EXTRA_TARGETS_ENV: "tests"},
+        # The same thread count as the in-process runs compared with (conftest's _few_threads).
+        OMP_NUM_THREADS=str(THREADS),
     )
 
 

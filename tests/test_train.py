@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import lightning as L
@@ -17,12 +14,7 @@ from alexnet_study.errors import DataError
 from alexnet_study.train import run
 from alexnet_study.validate import EXTRA_TARGETS_ENV
 
-
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONUNBUFFERED": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "alexnet_study", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
-    )
+from .conftest import run_cli
 
 
 def only_run_dir(cwd: Path) -> Path:

@@ -25,7 +25,8 @@ from alexnet_study.models.pretrained import hub_checkpoints_dir, weights_file
 from alexnet_study.report import write_report
 from alexnet_study.train import build_module, build_trainer, instantiate, run
 
-from .test_experiments import JOBS, SMOKE, TRANSFER_EXPERIMENTS, make_job, multirun_in_process
+from .conftest import SMOKE, make_job, multirun_in_process
+from .test_experiments import JOBS, TRANSFER_EXPERIMENTS
 
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
 RESNET50_FILE = "resnet50-11ad3fa6.pth"

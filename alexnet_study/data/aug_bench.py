@@ -15,10 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 from torch.nn import functional as F
 
-from alexnet_study.config import config_dir
+from alexnet_study import presets
+from alexnet_study.config import crop_fraction
 from alexnet_study.data.transforms import Augment, DeviceTransform
 
 PRESETS = ("none", "flip_crop", "geometric", "geometric_color", "geometric_gray_color")
@@ -26,13 +26,7 @@ PRESETS = ("none", "flip_crop", "geometric", "geometric_color", "geometric_gray_
 
 def preset(name: str) -> Augment:
     """The ``conf/aug/NAME.yaml`` preset as an :class:`Augment` (defaults lists followed)."""
-    node = OmegaConf.load(config_dir() / "aug" / f"{name}.yaml")
-    merged = OmegaConf.create()
-    for parent in node.pop("defaults", []):
-        if parent != "_self_":
-            merged = OmegaConf.merge(merged, OmegaConf.create(preset(parent).__dict__))
-    merged = OmegaConf.merge(merged, node)
-    fields = {k: v for k, v in OmegaConf.to_container(merged).items() if not k.startswith("_")}
+    fields = {k: v for k, v in presets.preset("aug", name).items() if not k.startswith("_")}
     return Augment(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
 
 
@@ -78,7 +72,7 @@ def measure(
     rows: list[dict[str, object]] = []
     for name in PRESETS:
         aug = preset(name)
-        transform = DeviceTransform(output, eval_crop=min(1.0, output / stored), augment=aug).to(dev)
+        transform = DeviceTransform(output, eval_crop=crop_fraction(output, stored), augment=aug).to(dev)
         seconds = _timed(lambda t=transform: t(images, train=True), dev, repeats)
         row: dict[str, object] = {"preset": name, "device": str(dev), "batch": batch, "images_per_s": batch / seconds}
         pipeline = _kornia_pipeline(aug) if kornia else None

@@ -31,6 +31,11 @@ REPEAT_KEYS = ("seed",)
 MAX_CLASS_COLUMNS = 10
 
 
+def history(metrics: dict[str, Any]) -> list[dict[str, float]]:
+    """The per-epoch records of a run's :data:`METRICS_FILE` (none when it has none)."""
+    return list(metrics.get("history") or [])
+
+
 @dataclass
 class Job:
     """One sweep job: its folder, command-line overrides, metrics (if it wrote any) and status."""
@@ -52,7 +57,7 @@ class Job:
 
     @property
     def history(self) -> list[dict[str, float]]:
-        return list(self.metrics.get("history") or [])
+        return history(self.metrics)
 
 
 @dataclass
@@ -63,31 +68,34 @@ class Sweep:
     jobs: list[Job]
     varying: list[str]
 
-    def label(self, job: Job, keys: Sequence[str] | None = None) -> str:
+    def label(self, job: Job) -> str:
         """``key=value`` of the varying overrides (``job N`` when nothing varies)."""
-        keys = self.varying if keys is None else keys
-        return ", ".join(f"{k}={job.overrides.get(k, '-')}" for k in keys) or f"job {job.name}"
+        return ", ".join(f"{k}={job.overrides.get(k, '-')}" for k in self.varying) or f"job {job.name}"
 
     def classes(self) -> list[str]:
         """The test set's classes (from ``per_class_acc``) when there are at most :data:`MAX_CLASS_COLUMNS`."""
         names = list(dict.fromkeys(name for job in self.jobs for name in job.metrics.get("per_class_acc") or {}))
         return names if len(names) <= MAX_CLASS_COLUMNS else []
 
-    def numbers(self, job: Job) -> dict[str, float | None]:
-        """A job's :data:`COLUMNS`, then its test accuracy per class (``acc/<class>``, for few classes)."""
+    def numbers(self, job: Job, classes: Sequence[str] | None = None) -> dict[str, float | None]:
+        """A job's :data:`COLUMNS`, then its test accuracy per class (``acc/<class>``, for few classes).
+
+        ``classes``: :meth:`classes`, when the caller has it already (it reads every job)."""
         numbers = {column: _number(job.metrics.get(key)) for column, key in COLUMNS}
         per_class = job.metrics.get("per_class_acc") or {}
-        numbers.update({f"acc/{name}": _number(per_class.get(name)) for name in self.classes()})
+        classes = self.classes() if classes is None else classes
+        numbers.update({f"acc/{name}": _number(per_class.get(name)) for name in classes})
         return numbers
 
     def rows(self) -> list[dict[str, Any]]:
         """One row per job: ``job``, the varying overrides, ``status`` and :meth:`numbers`."""
+        classes = self.classes()
         rows = []
         for job in self.jobs:
             row: dict[str, Any] = {"job": job.name}
             row.update({key: job.overrides.get(key) for key in self.varying})
             row["status"] = job.status
-            row.update(self.numbers(job))
+            row.update(self.numbers(job, classes))
             rows.append(row)
         return rows
 
@@ -101,17 +109,18 @@ class Sweep:
     def repeat_rows(self) -> list[dict[str, Any]]:
         """Mean and sample standard deviation of each column over the repeats (seeds) of each
         setting, over the jobs that finished (``ok``); ``runs`` counts them, ``failed`` the rest."""
+        settings, classes = self.settings(), self.classes()
         groups: dict[tuple[str | None, ...], list[Job]] = {}
         for job in self.jobs:
-            groups.setdefault(tuple(job.overrides.get(k) for k in self.settings()), []).append(job)
+            groups.setdefault(tuple(job.overrides.get(k) for k in settings), []).append(job)
         rows = []
         for values, jobs in groups.items():
             done = [job for job in jobs if job.status == "ok"]
-            row: dict[str, Any] = dict(zip(self.settings(), values, strict=True))
+            row: dict[str, Any] = dict(zip(settings, values, strict=True))
             row["runs"] = len(done)
             row["failed"] = len(jobs) - len(done)
-            per_job = [self.numbers(job) for job in done]
-            for column in [*NUMERIC, *(f"acc/{name}" for name in self.classes())]:
+            per_job = [self.numbers(job, classes) for job in done]
+            for column in [*NUMERIC, *(f"acc/{name}" for name in classes)]:
                 numbers = [n for n in (job_numbers[column] for job_numbers in per_job) if n is not None]
                 row[f"{column}_mean"] = statistics.fmean(numbers) if numbers else None
                 row[f"{column}_std"] = statistics.stdev(numbers) if len(numbers) > 1 else (0.0 if numbers else None)

@@ -32,10 +32,11 @@ def write_report(sweep_dir: str | Path) -> Sweep:
     sweep = collect(sweep_dir)
     rows = sweep.rows()
     _write_csv(sweep.path / "report.csv", rows)
-    repeat_rows = sweep.repeat_rows() if sweep.has_repeats() else []
+    means = sweep.repeat_rows() if _uses_means(sweep) else []
+    repeat_rows = means if sweep.has_repeats() else []
     if repeat_rows:
         _write_csv(sweep.path / "report_mean.csv", repeat_rows)
-    figures = _write_figures(sweep)
+    figures = _write_figures(sweep, rows, means)
     (sweep.path / "report.md").write_text(_markdown(sweep, rows, repeat_rows, figures))
     log.info("sweep report: %s (%d jobs)", sweep.path / "report.md", len(rows))
     return sweep
@@ -104,48 +105,59 @@ def _study_section(sweep_dir: Path) -> list[str]:
     return ["## Optuna study\n", text + f" Stored in `{sweep_dir / 'optuna.db'}` unless storage was set.\n"]
 
 
-def sweep_figures(sweep: Sweep) -> dict[str, Figure]:
+def _uses_means(sweep: Sweep) -> bool:
+    """Whether the report needs :meth:`Sweep.repeat_rows`: for repeats, or for a 2-D grid's heatmaps."""
+    return sweep.has_repeats() or len(sweep.settings()) == 2
+
+
+def sweep_figures(
+    sweep: Sweep, rows: list[dict[str, Any]] | None = None, means: list[dict[str, Any]] | None = None
+) -> dict[str, Figure]:
     """The report's figures by file name: training curves of every job, bars of best val acc and
-    training time, mean +/- std over repeats, and heatmaps for 2-D grids (what applies)."""
+    training time, mean +/- std over repeats, and heatmaps for 2-D grids (what applies).
+
+    ``rows`` and ``means``: ``sweep.rows()`` and ``sweep.repeat_rows()``, when the caller has them."""
+    if rows is None:
+        rows = sweep.rows()
+    if means is None:
+        means = sweep.repeat_rows() if _uses_means(sweep) else []
     figures: dict[str, Figure] = {}
     histories = {sweep.label(job): job.history for job in sweep.jobs if job.history}
     if histories:
         figures[FIGURES["curves"]] = plots.training_curves(histories)
     if sweep.jobs:
         labels = [sweep.label(job) for job in sweep.jobs]
-        rows = sweep.rows()
         panels = {
             "best val acc": [r["best_val_acc"] for r in rows],
             "training time (s)": [r["train_time_s"] for r in rows],
         }
         figures[FIGURES["bars"]] = plots.bars(labels, panels)
     if sweep.has_repeats():
-        repeat_rows = sweep.repeat_rows()
-        labels = [", ".join(f"{k}={row[k]}" for k in sweep.settings()) or "all" for row in repeat_rows]
+        labels = [", ".join(f"{k}={row[k]}" for k in sweep.settings()) or "all" for row in means]
         panels = {
-            "best val acc": [r["best_val_acc_mean"] for r in repeat_rows],
-            "test acc": [r["test_acc_mean"] for r in repeat_rows],
+            "best val acc": [r["best_val_acc_mean"] for r in means],
+            "test acc": [r["test_acc_mean"] for r in means],
         }
         errors = {
-            "best val acc": [r["best_val_acc_std"] for r in repeat_rows],
-            "test acc": [r["test_acc_std"] for r in repeat_rows],
+            "best val acc": [r["best_val_acc_std"] for r in means],
+            "test acc": [r["test_acc_std"] for r in means],
         }
         figures[FIGURES["repeats"]] = plots.bars(labels, panels, errors)
     if len(sweep.settings()) == 2:
-        figures[FIGURES["heatmap"]] = _grid_figure(sweep, *sweep.settings())
+        figures[FIGURES["heatmap"]] = _grid_figure(means, *sweep.settings())
     return figures
 
 
-def _write_figures(sweep: Sweep) -> list[str]:
-    figures = sweep_figures(sweep)
+def _write_figures(sweep: Sweep, rows: list[dict[str, Any]], means: list[dict[str, Any]]) -> list[str]:
+    figures = sweep_figures(sweep, rows, means)
     for name, figure in figures.items():
         plots.save(figure, sweep.path / name)
     return list(figures)
 
 
-def _grid_figure(sweep: Sweep, row_key: str, column_key: str) -> Figure:
+def _grid_figure(repeat_rows: list[dict[str, Any]], row_key: str, column_key: str) -> Figure:
     """Heatmaps of best val acc and training time over a 2-D grid (mean over repeats)."""
-    means = {(r[row_key], r[column_key]): r for r in sweep.repeat_rows()}
+    means = {(r[row_key], r[column_key]): r for r in repeat_rows}
     row_values = _sorted_values(r for r, _ in means)
     column_values = _sorted_values(c for _, c in means)
     panels = {}
