@@ -7,7 +7,6 @@ import logging
 import math
 import signal
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ from alexnet_study.distributed import launched_as_rank_zero, parallel_job_device
 from alexnet_study.errors import DivergenceError, StudyError
 from alexnet_study.models.builder import count_parameters
 from alexnet_study.module import ImageClassifier
-from alexnet_study.provenance import Provenance, RecordDataset
+from alexnet_study.provenance import Provenance, RecordDataset, device_name, now
 from alexnet_study.requeue import SubmititRequeue, slurm_environment
 from alexnet_study.validate import validate_config
 
@@ -120,7 +119,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "status": "failed",
         "error": None,
         "seed": cfg.get("seed"),
-        "started_at": _now(),
+        "started_at": now(),
     }
     trainer: L.Trainer | None = None
     datamodule: DeviceDataModule | None = None
@@ -179,7 +178,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             accs = [r["val/acc"] for r in recorder.history if "val/acc" in r]
             metrics["best_val_acc"] = max(accs) if accs else None
         metrics["wall_time_s"] = time.perf_counter() - started
-        metrics["finished_at"] = _now()
+        metrics["finished_at"] = now()
         primary = trainer.is_global_zero if trainer is not None else launched_as_rank_zero()
         if primary:
             try:
@@ -289,11 +288,6 @@ def write_metrics(path: Path, metrics: dict[str, Any]) -> None:
 
 
 def _device_name(trainer: L.Trainer) -> str:
+    """The GPU's name, or just ``cpu`` (unlike ``provenance.json``, which names the CPU's architecture too)."""
     device = trainer.strategy.root_device
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return device.type
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return device_name(device) if device.type == "cuda" else device.type
