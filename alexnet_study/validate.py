@@ -18,7 +18,6 @@ and what is accepted:
 
 from __future__ import annotations
 
-import importlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -166,24 +165,13 @@ def _integer(key: str, value: Any, minimum: int) -> None:
 
 def _locatable(key: str, target: Any) -> None:
     """The target names something that exists (``optim._target_=torch.optim.Foo`` fails here)."""
-    module_name, _, attribute = str(target).rpartition(".")
+    from hydra._internal.utils import _locate  # what instantiate() uses to find it (internal, stable through 1.3)
+
     try:
-        module = importlib.import_module(module_name)
-    except ImportError:
-        module = None
-        # a nested attribute (package.Class.method): import the longest importable prefix
-        parts = str(target).split(".")
-        for cut in range(len(parts) - 1, 0, -1):
-            try:
-                module = importlib.import_module(".".join(parts[:cut]))
-            except ImportError:
-                continue
-            attribute = ".".join(parts[cut:])
-            break
-    obj: Any = module
-    for part in attribute.split(".") if module is not None else []:
-        obj = getattr(obj, part, None)
-    if module is None or obj is None or not callable(obj):
+        obj = _locate(str(target))
+    except (ImportError, ValueError):
+        obj = None
+    if obj is None or not callable(obj):
         raise ConfigError(f"{key}={target!r}: no such class or function; check the name (see conf/ for the presets)")
 
 
