@@ -61,7 +61,7 @@ from torch import nn
 
 from alexnet_study.data.base import DeviceBatchLoader, EpochSampler, Split
 from alexnet_study.data.transforms import NORMALIZATIONS, Augment, DeviceTransform
-from alexnet_study.errors import ConfigError
+from alexnet_study.errors import ConfigError, first_line
 from alexnet_study.models import build_alexnet, count_parameters
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -875,8 +875,7 @@ def _bench_model(
         try:
             report[section].append(fn(*fargs, **fkw))
         except Exception as err:  # one failing configuration must not lose the others
-            text = str(err).strip()
-            message = f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"
+            message = f"{type(err).__name__}: {first_line(err, empty='')}"
             print(f"  {pipeline} failed: {message}", flush=True)
             row = {"model": name, "pipeline": pipeline, "batch_size": batch, "image_size": image_size}
             report[section].append({**row, "images_per_s": 0.0, "error": message})

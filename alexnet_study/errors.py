@@ -25,3 +25,12 @@ class DivergenceError(StudyError):
     def __init__(self, message: str, *, epoch: int, step: int, lr: float | None) -> None:
         super().__init__(message)
         self.epoch, self.step, self.lr = epoch, step, lr
+
+
+def first_line(err: BaseException, empty: str | None = None) -> str:
+    """The first line of ``err``'s message (stripped), for one-line reports; for an empty message,
+    ``empty`` if given, else the error's type name."""
+    message = str(err).strip()
+    if message:
+        return message.splitlines()[0]
+    return type(err).__name__ if empty is None else empty

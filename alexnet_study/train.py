@@ -24,7 +24,7 @@ from alexnet_study.checkpointing import AtomicCheckpointIO, ResumeState, resume_
 from alexnet_study.config import uses_cuda
 from alexnet_study.data.base import DeviceDataModule
 from alexnet_study.distributed import launched_as_rank_zero, parallel_job_devices
-from alexnet_study.errors import DivergenceError, StudyError
+from alexnet_study.errors import DivergenceError, StudyError, first_line
 from alexnet_study.models.builder import count_parameters
 from alexnet_study.module import ImageClassifier
 from alexnet_study.provenance import Provenance, RecordDataset, device_name, now
@@ -161,8 +161,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             metrics["tested_checkpoint"] = best or "final weights"
         metrics["status"] = "ok"
     except BaseException as err:
-        message = str(err).strip()
-        metrics["error"] = f"{type(err).__name__}: {message.splitlines()[0] if message else ''}"
+        metrics["error"] = f"{type(err).__name__}: {first_line(err, empty='')}"
         metrics["status"] = _status(err)
         if isinstance(err, DivergenceError):
             metrics["diverged_at"] = {"epoch": err.epoch, "step": err.step, "lr": err.lr}

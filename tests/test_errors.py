@@ -1,0 +1,12 @@
+"""The error helpers the one-line reports share."""
+
+from __future__ import annotations
+
+from alexnet_study.errors import ConfigError, first_line
+
+
+def test_first_line_of_an_error_message() -> None:
+    assert first_line(ValueError("  bad value\nsecond line\n")) == "bad value"
+    assert first_line(ConfigError("optim.lr=0: must be a number > 0")) == "optim.lr=0: must be a number > 0"
+    assert first_line(KeyboardInterrupt()) == "KeyboardInterrupt"  # an empty message: the type's name
+    assert first_line(RuntimeError(" \n "), empty="") == ""
