@@ -27,7 +27,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from alexnet_study.data.files import class_folders, has_images
 from alexnet_study.distributed import check_launch
-from alexnet_study.errors import ConfigError
+from alexnet_study.errors import ConfigError, first_line
 
 ALLOWED_PACKAGES = ("torch", "torchvision", "lightning", "torchmetrics", "alexnet_study")
 EXTRA_TARGETS_ENV = "ALEXNET_STUDY_EXTRA_TARGETS"
@@ -144,7 +144,7 @@ def _value(container: Any, child: Any, key: str) -> Any:
     try:
         return container[child]
     except Exception as err:  # an interpolation that does not resolve
-        raise ConfigError(f"{key}: cannot be resolved ({str(err).splitlines()[0]})") from err
+        raise ConfigError(f"{key}: cannot be resolved ({first_line(err)})") from err
 
 
 # -- values ----------------------------------------------------------------------------------------
