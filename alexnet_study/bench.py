@@ -63,6 +63,7 @@ from alexnet_study.data.base import DeviceBatchLoader, EpochSampler, Split
 from alexnet_study.data.transforms import NORMALIZATIONS, Augment, DeviceTransform
 from alexnet_study.errors import ConfigError, first_line
 from alexnet_study.models import build_alexnet, count_parameters
+from alexnet_study.provenance import write_atomically
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PIPELINES = ("package", "standard", "naive", "model_only")
@@ -991,9 +992,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 def _write_json(path: Path, report: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    tmp.replace(path)
+    write_atomically(path, json.dumps(report, indent=2) + "\n")
 
 
 def memory_note(report: dict[str, Any]) -> str:

@@ -27,7 +27,7 @@ from alexnet_study.distributed import launched_as_rank_zero, parallel_job_device
 from alexnet_study.errors import DivergenceError, StudyError, first_line
 from alexnet_study.models.builder import count_parameters
 from alexnet_study.module import ImageClassifier
-from alexnet_study.provenance import Provenance, RecordDataset, device_name, now
+from alexnet_study.provenance import Provenance, RecordDataset, device_name, now, write_atomically
 from alexnet_study.requeue import SubmititRequeue, slurm_environment
 from alexnet_study.validate import validate_config
 
@@ -281,9 +281,7 @@ def write_metrics(path: Path, metrics: dict[str, Any]) -> None:
             return [clean(v) for v in value]
         return value
 
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(clean(metrics), indent=2) + "\n")
-    tmp.replace(path)
+    write_atomically(path, json.dumps(clean(metrics), indent=2) + "\n")
 
 
 def _device_name(trainer: L.Trainer) -> str:
