@@ -49,9 +49,7 @@ def distribution(override: Override) -> Any:
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     value = override.value()
-    if isinstance(value, ChoiceSweep):
-        return CategoricalDistribution(list(override.sweep_iterator()))
-    if isinstance(value, RangeSweep):
+    if isinstance(value, ChoiceSweep | RangeSweep):
         return CategoricalDistribution(list(override.sweep_iterator()))
     if isinstance(value, IntervalSweep):
         log_scale = "log" in value.tags
