@@ -165,7 +165,8 @@ class OptunaStudySweeper(Sweeper):
                     study.tell(trial, value)
             returns.append(results)
             write_summary(study, sweep_dir / STUDY_FILE)
-        write_summary(study, sweep_dir / STUDY_FILE)
+        if not returns:  # nothing left to run (a resumed study that has its trials): the summary all the same
+            write_summary(study, sweep_dir / STUDY_FILE)
         return returns
 
     def _split(self, arguments: list[str]) -> tuple[list[str], dict[str, Any]]:
