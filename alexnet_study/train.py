@@ -80,7 +80,8 @@ def build_trainer(cfg: DictConfig, extra_callbacks: list[L.Callback] = ()) -> L.
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     extra: dict[str, Any] = {}
-    if cfg.trainer.get("deterministic") is True and uses_cuda(cfg.trainer.get("accelerator", "auto")):
+    on_gpu = uses_cuda(cfg.trainer.get("accelerator", "auto"))
+    if cfg.trainer.get("deterministic") is True and on_gpu:
         # AlexNet's adaptive average pool and LRN (avg_pool3d) have no deterministic CUDA backward:
         # with true, torch raises at the first backward pass; "warn" keeps every deterministic
         # kernel there is and warns about the rest.
@@ -89,7 +90,7 @@ def build_trainer(cfg: DictConfig, extra_callbacks: list[L.Callback] = ()) -> L.
             "deterministic CUDA backward"
         )
         extra["deterministic"] = "warn"
-    if HydraConfig.initialized() and uses_cuda(cfg.trainer.get("accelerator", "auto")):
+    if HydraConfig.initialized() and on_gpu:
         hydra_cfg = HydraConfig.get()
         target, sweep_dir = str(hydra_cfg.launcher.get("_target_", "")), Path(str(hydra_cfg.sweep.dir))
         devices = parallel_job_devices(cfg.trainer, target, sweep_dir, torch.cuda.device_count())
