@@ -187,8 +187,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 log.error("could not write %s: %s", output_dir / METRICS_FILE, err)
             if provenance is not None:
                 provenance.finish(metrics["status"], error=metrics["error"], resumed_from=metrics.get("resumed_from"))
-        if trainer is not None and primary:
-            log_hparams(trainer, cfg, metrics)
+            if trainer is not None:
+                log_hparams(trainer, cfg, metrics)
     return metrics
 
 
