@@ -61,9 +61,10 @@ from torch import nn
 
 from alexnet_study.data.base import DeviceBatchLoader, EpochSampler, Split
 from alexnet_study.data.transforms import NORMALIZATIONS, Augment, DeviceTransform
-from alexnet_study.errors import ConfigError
+from alexnet_study.errors import ConfigError, first_line
 from alexnet_study.models import build_alexnet, count_parameters
 from alexnet_study.presets import preset
+from alexnet_study.provenance import write_atomically
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PIPELINES = ("package", "standard", "naive", "model_only")
@@ -842,8 +843,7 @@ def _bench_model(
         try:
             report[section].append(fn(*fargs, **fkw))
         except Exception as err:  # one failing configuration must not lose the others
-            text = str(err).strip()
-            message = f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"
+            message = f"{type(err).__name__}: {first_line(err, empty='')}"
             print(f"  {pipeline} failed: {message}", flush=True)
             row = {"model": name, "pipeline": pipeline, "batch_size": batch, "image_size": image_size}
             report[section].append({**row, "images_per_s": 0.0, "error": message})
@@ -959,9 +959,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 def _write_json(path: Path, report: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    tmp.replace(path)
+    write_atomically(path, json.dumps(report, indent=2) + "\n")
 
 
 def memory_note(report: dict[str, Any]) -> str:

@@ -27,7 +27,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from alexnet_study.errors import CheckpointError, ConfigError, check_int
+from alexnet_study.errors import CheckpointError, ConfigError, check_int, first_line
 
 log = logging.getLogger(__name__)
 
@@ -238,8 +238,7 @@ def check_checkpoint(path: Path) -> None:
         # mmap: reads the index and the small objects; tensors stay on disk until touched.
         checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
     except Exception as err:  # a truncated zip, garbage, an empty file: each raises something else
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path}: unreadable checkpoint ({type(err).__name__}: {reason})") from err
+        raise CheckpointError(f"{path}: unreadable checkpoint ({type(err).__name__}: {first_line(err)})") from err
     missing = FULL_STATE_KEYS - set(checkpoint) if isinstance(checkpoint, dict) else FULL_STATE_KEYS
     if missing:
         raise CheckpointError(

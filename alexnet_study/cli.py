@@ -11,13 +11,12 @@ point prints it and exits with status 2. Values (learning rate, layers, ...) are
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from hydra.errors import HydraException, OverrideParseException
 from omegaconf.errors import OmegaConfBaseException
 
-from alexnet_study.config import config_dir
+from alexnet_study.config import _compose_as_command_line, config_dir
 from alexnet_study.distributed import check_launch
 from alexnet_study.errors import ConfigError
 from alexnet_study.validate import check_targets
@@ -123,13 +122,10 @@ def _jobs(parsed: list[Any], overrides: list[str]) -> list[list[str]]:
 
 
 def _compose(config_name: str, overrides: list[str]) -> Any:
-    from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    GlobalHydra.instance().clear()
     try:
-        with initialize_config_dir(version_base="1.3", config_dir=str(Path(config_dir())), job_name="alexnet_study"):
-            return compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+        return _compose_as_command_line(config_name, overrides)
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigError(one_line(err)) from None
     finally:

@@ -45,6 +45,18 @@ def register_resolvers() -> None:
 register_resolvers()
 
 
+def _compose_as_command_line(config_name: str, overrides: Sequence[str]) -> DictConfig:
+    """``config_name`` with ``overrides``, composed as the command line composes it (the ``hydra``
+    node included), from a cleared Hydra; sets no ``HydraConfig``."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(config_dir()), job_name="alexnet_study"):
+        return hydra_compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
+
+
 def compose(
     overrides: Sequence[str] = (), output_dir: str | Path | None = None, config_name: str = "config"
 ) -> DictConfig:
@@ -52,14 +64,9 @@ def compose(
 
     ``output_dir`` stands in for the run directory Hydra would create (``paths.output_dir``).
     """
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
 
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=str(config_dir()), job_name="alexnet_study"):
-        cfg = hydra_compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
+    cfg = _compose_as_command_line(config_name, overrides)
     if output_dir is not None:
         with open_dict(cfg):
             cfg.hydra.runtime.output_dir = str(output_dir)

@@ -29,6 +29,7 @@ RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID
 # pickles the whole (device-resident) dataset.
 SPAWNING = ("ddp_spawn", "ddp_fork", "ddp_notebook", "fsdp_spawn", "deepspeed_spawn")
 SLURM_LAUNCHER = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+JOBLIB_LAUNCHER = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"  # hydra/launcher=parallel
 SWEEP_ALTERNATIVES = (
     "sweep with one device per job (trainer.devices=1; hydra/launcher=parallel runs several jobs at once), "
     "on SLURM with hydra/launcher=slurm (SLURM starts one task per device), or run each DDP job without -m"
@@ -136,7 +137,7 @@ def parallel_job_devices(trainer: Any, launcher_target: str, sweep_dir: Path, gp
     """``hydra/launcher=parallel`` on a machine with several GPUs: each single-GPU job gets a GPU of its
     own (``trainer.devices=[k]``), held by its worker process for the whole sweep, instead of every job
     landing on the first GPU. ``None``: leave ``trainer.devices`` as it is."""
-    if "joblib" not in launcher_target or gpus < 2 or trainer.get("devices") != 1:
+    if launcher_target != JOBLIB_LAUNCHER or gpus < 2 or trainer.get("devices") != 1:
         return None
     device = claim_device(sweep_dir / ".devices", gpus)
     if device is None:  # more jobs at once than GPUs (hydra.launcher.n_jobs): they share

@@ -35,3 +35,12 @@ def check_int(key: str, value: Any, minimum: int, hint: str = "") -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigError(f"{key}={value!r}: must be an integer >= {minimum}" + (f" {hint}" if hint else ""))
     return value
+
+
+def first_line(err: BaseException, empty: str | None = None) -> str:
+    """The first line of ``err``'s message (stripped), for one-line reports; for an empty message,
+    ``empty`` if given, else the error's type name."""
+    message = str(err).strip()
+    if message:
+        return message.splitlines()[0]
+    return type(err).__name__ if empty is None else empty

@@ -46,9 +46,7 @@ class DivergenceGuard(L.Callback):
             self._steps = []
         # A device-to-device copy: queued like any kernel, no host sync.
         self._losses[len(self._steps)] = loss.detach().float()
-        lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None
-        # global_step already counts this step's optimizer update; report the step the loss belongs to.
-        self._steps.append((trainer.current_epoch, trainer.global_step - 1, lr))
+        self._steps.append(self._position(trainer))
         if len(self._steps) >= self.check_every_n_steps:
             self.check(trainer)
 
@@ -107,6 +105,8 @@ class DivergenceGuard(L.Callback):
 
     @staticmethod
     def _position(trainer: L.Trainer) -> tuple[int, int, float | None]:
+        """(epoch, step, learning rate) of the last training step: ``global_step`` already counts its
+        optimizer update, so the step the loss belongs to is one less."""
         lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None
         return trainer.current_epoch, trainer.global_step - 1, lr
 

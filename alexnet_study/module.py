@@ -63,7 +63,6 @@ class ImageClassifier(L.LightningModule):
         self.scheduler_monitor = scheduler_monitor
         self.compile_net = compile
         self.channels_last = channels_last
-        self.num_classes = num_classes
         self.backbone_lr_scale = backbone_lr_scale
 
         # Training metrics skip input checks: torchmetrics' NaN and class-range checks read values

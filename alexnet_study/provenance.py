@@ -32,6 +32,14 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` into ``path`` through ``.<name>.tmp`` beside it: a reader (a sweep report, a
+    resumed run) sees the old file or the new one, never half of one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 def git_state(cwd: Path | None = None) -> dict[str, Any]:
     """Commit and dirty flag (tracked files changed) of the repository around ``cwd``; nulls without git."""
 
@@ -138,9 +146,7 @@ class Provenance:
 
     def write(self) -> None:
         try:
-            tmp = self.path.with_name(f".{self.path.name}.tmp")
-            tmp.write_text(json.dumps(self.record, indent=2, default=str) + "\n")
-            tmp.replace(self.path)
+            write_atomically(self.path, json.dumps(self.record, indent=2, default=str) + "\n")
         except OSError as err:  # provenance must never be what fails a run (e.g. a full disk)
             log.warning("could not write %s: %s", self.path, err)
 

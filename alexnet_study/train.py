@@ -7,7 +7,6 @@ import logging
 import math
 import signal
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +24,10 @@ from alexnet_study.checkpointing import AtomicCheckpointIO, ResumeState, resume_
 from alexnet_study.config import uses_cuda
 from alexnet_study.data.base import DeviceDataModule
 from alexnet_study.distributed import launched_as_rank_zero, parallel_job_devices
-from alexnet_study.errors import DivergenceError, StudyError
+from alexnet_study.errors import DivergenceError, StudyError, first_line
 from alexnet_study.models.builder import count_parameters
 from alexnet_study.module import ImageClassifier
-from alexnet_study.provenance import Provenance, RecordDataset
+from alexnet_study.provenance import Provenance, RecordDataset, device_name, now, write_atomically
 from alexnet_study.requeue import SubmititRequeue, slurm_environment
 from alexnet_study.validate import validate_config
 
@@ -81,7 +80,8 @@ def build_trainer(cfg: DictConfig, extra_callbacks: list[L.Callback] = ()) -> L.
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     extra: dict[str, Any] = {}
-    if cfg.trainer.get("deterministic") is True and uses_cuda(cfg.trainer.get("accelerator", "auto")):
+    on_gpu = uses_cuda(cfg.trainer.get("accelerator", "auto"))
+    if cfg.trainer.get("deterministic") is True and on_gpu:
         # AlexNet's adaptive average pool and LRN (avg_pool3d) have no deterministic CUDA backward:
         # with true, torch raises at the first backward pass; "warn" keeps every deterministic
         # kernel there is and warns about the rest.
@@ -90,7 +90,7 @@ def build_trainer(cfg: DictConfig, extra_callbacks: list[L.Callback] = ()) -> L.
             "deterministic CUDA backward"
         )
         extra["deterministic"] = "warn"
-    if HydraConfig.initialized() and uses_cuda(cfg.trainer.get("accelerator", "auto")):
+    if HydraConfig.initialized() and on_gpu:
         hydra_cfg = HydraConfig.get()
         target, sweep_dir = str(hydra_cfg.launcher.get("_target_", "")), Path(str(hydra_cfg.sweep.dir))
         devices = parallel_job_devices(cfg.trainer, target, sweep_dir, torch.cuda.device_count())
@@ -120,7 +120,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "status": "failed",
         "error": None,
         "seed": cfg.get("seed"),
-        "started_at": _now(),
+        "started_at": now(),
     }
     trainer: L.Trainer | None = None
     datamodule: DeviceDataModule | None = None
@@ -162,8 +162,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             metrics["tested_checkpoint"] = best or "final weights"
         metrics["status"] = "ok"
     except BaseException as err:
-        message = str(err).strip()
-        metrics["error"] = f"{type(err).__name__}: {message.splitlines()[0] if message else ''}"
+        metrics["error"] = f"{type(err).__name__}: {first_line(err, empty='')}"
         metrics["status"] = _status(err)
         if isinstance(err, DivergenceError):
             metrics["diverged_at"] = {"epoch": err.epoch, "step": err.step, "lr": err.lr}
@@ -179,7 +178,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             accs = [r["val/acc"] for r in recorder.history if "val/acc" in r]
             metrics["best_val_acc"] = max(accs) if accs else None
         metrics["wall_time_s"] = time.perf_counter() - started
-        metrics["finished_at"] = _now()
+        metrics["finished_at"] = now()
         primary = trainer.is_global_zero if trainer is not None else launched_as_rank_zero()
         if primary:
             try:
@@ -188,8 +187,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 log.error("could not write %s: %s", output_dir / METRICS_FILE, err)
             if provenance is not None:
                 provenance.finish(metrics["status"], error=metrics["error"], resumed_from=metrics.get("resumed_from"))
-        if trainer is not None and primary:
-            log_hparams(trainer, cfg, metrics)
+            if trainer is not None:
+                log_hparams(trainer, cfg, metrics)
     return metrics
 
 
@@ -283,17 +282,10 @@ def write_metrics(path: Path, metrics: dict[str, Any]) -> None:
             return [clean(v) for v in value]
         return value
 
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(clean(metrics), indent=2) + "\n")
-    tmp.replace(path)
+    write_atomically(path, json.dumps(clean(metrics), indent=2) + "\n")
 
 
 def _device_name(trainer: L.Trainer) -> str:
+    """The GPU's name, or just ``cpu`` (unlike ``provenance.json``, which names the CPU's architecture too)."""
     device = trainer.strategy.root_device
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return device.type
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return device_name(device) if device.type == "cuda" else device.type

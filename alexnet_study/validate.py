@@ -18,7 +18,6 @@ and what is accepted:
 
 from __future__ import annotations
 
-import importlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +27,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from alexnet_study.data.files import class_folders, has_images
 from alexnet_study.distributed import check_launch
-from alexnet_study.errors import ConfigError, check_int
+from alexnet_study.errors import ConfigError, check_int, first_line
 
 ALLOWED_PACKAGES = ("torch", "torchvision", "lightning", "torchmetrics", "alexnet_study")
 EXTRA_TARGETS_ENV = "ALEXNET_STUDY_EXTRA_TARGETS"
@@ -145,7 +144,7 @@ def _value(container: Any, child: Any, key: str) -> Any:
     try:
         return container[child]
     except Exception as err:  # an interpolation that does not resolve
-        raise ConfigError(f"{key}: cannot be resolved ({str(err).splitlines()[0]})") from err
+        raise ConfigError(f"{key}: cannot be resolved ({first_line(err)})") from err
 
 
 # -- values ----------------------------------------------------------------------------------------
@@ -161,24 +160,13 @@ def _number(key: str, value: Any, *, minimum: float, inclusive: bool = True, bel
 
 def _locatable(key: str, target: Any) -> None:
     """The target names something that exists (``optim._target_=torch.optim.Foo`` fails here)."""
-    module_name, _, attribute = str(target).rpartition(".")
+    from hydra._internal.utils import _locate  # what instantiate() uses to find it (internal, stable through 1.3)
+
     try:
-        module = importlib.import_module(module_name)
-    except ImportError:
-        module = None
-        # a nested attribute (package.Class.method): import the longest importable prefix
-        parts = str(target).split(".")
-        for cut in range(len(parts) - 1, 0, -1):
-            try:
-                module = importlib.import_module(".".join(parts[:cut]))
-            except ImportError:
-                continue
-            attribute = ".".join(parts[cut:])
-            break
-    obj: Any = module
-    for part in attribute.split(".") if module is not None else []:
-        obj = getattr(obj, part, None)
-    if module is None or obj is None or not callable(obj):
+        obj = _locate(str(target))
+    except (ImportError, ValueError):
+        obj = None
+    if obj is None or not callable(obj):
         raise ConfigError(f"{key}={target!r}: no such class or function; check the name (see conf/ for the presets)")
 
 

@@ -211,3 +211,8 @@ def test_parallel_jobs_each_get_a_gpu_of_their_own(tmp_path: Path, monkeypatch) 
             os.close(fd)
     finally:
         os.close(other)
+
+
+@pytest.mark.parametrize(("launcher", "target"), [("parallel", "JOBLIB_LAUNCHER"), ("slurm", "SLURM_LAUNCHER")])
+def test_launcher_presets_name_the_targets_the_launch_checks_compare(make_cfg, launcher: str, target: str) -> None:
+    assert make_cfg(f"hydra/launcher={launcher}").hydra.launcher._target_ == getattr(distributed, target)

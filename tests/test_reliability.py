@@ -336,6 +336,8 @@ BAD_CONFIGS = [
     ("model.fc_activation=softplus", "model.fc_activation='softplus': unknown"),
     ("optim._target_=torch.optim.Sgdd", "optim._target_='torch.optim.Sgdd': no such class"),
     ("loss._target_=torch.nn.CrossEntropyLosss", "loss._target_='torch.nn.CrossEntropyLosss': no such class"),
+    ("optim._target_=torch.optim", "optim._target_='torch.optim': no such class"),  # a module, not callable
+    ("optim._target_=torch", "optim._target_='torch': no such class"),  # no dot at all
     ("model.dropout=[1.0]", "model.dropout[0]=1.0: must be a probability in [0, 1)"),
     ("model.dropout=[-0.1]", "model.dropout[0]=-0.1: must be a probability in [0, 1)"),
     ("optim.lr=0", "optim.lr=0: must be a number > 0"),

@@ -123,3 +123,20 @@ def test_a_search_fails_only_when_no_trial_finished(tmp_path: Path, caplog) -> N
     config["hydra"]["sweep"]["dir"] = str(tmp_path / "all_failed")
     with pytest.raises(SweepFailed, match="1 of 1 sweep jobs"):
         SweepReport(fail_when="all").on_multirun_end(OmegaConf.create(config))
+
+
+def test_a_study_that_already_has_its_trials_still_writes_its_summary(tmp_path: Path) -> None:
+    from hydra.types import HydraContext
+    from hydra_plugins.alexnet_study_sweeper.optuna_sweeper import STUDY_FILE, OptunaStudySweeper
+
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    stored = optuna.create_study(study_name="done", storage=f"sqlite:///{sweep / 'optuna.db'}", direction="maximize")
+    stored.tell(stored.ask(), 0.5)
+    sweeper = OptunaStudySweeper(n_trials=1, study_name="done")
+    sweeper.config = OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}})
+    sweeper.launcher = object()  # never asked: there is no trial left to launch
+    sweeper.hydra_context = HydraContext(config_loader=None, callbacks=None)
+    assert sweeper.sweep([]) == []
+    summary = OmegaConf.load(sweep / STUDY_FILE)
+    assert summary.best.value == 0.5 and [t.number for t in summary.trials] == [0]

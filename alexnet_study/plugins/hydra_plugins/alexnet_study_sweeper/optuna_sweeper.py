@@ -49,9 +49,7 @@ def distribution(override: Override) -> Any:
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     value = override.value()
-    if isinstance(value, ChoiceSweep):
-        return CategoricalDistribution(list(override.sweep_iterator()))
-    if isinstance(value, RangeSweep):
+    if isinstance(value, ChoiceSweep | RangeSweep):
         return CategoricalDistribution(list(override.sweep_iterator()))
     if isinstance(value, IntervalSweep):
         log_scale = "log" in value.tags
@@ -167,7 +165,8 @@ class OptunaStudySweeper(Sweeper):
                     study.tell(trial, value)
             returns.append(results)
             write_summary(study, sweep_dir / STUDY_FILE)
-        write_summary(study, sweep_dir / STUDY_FILE)
+        if not returns:  # nothing left to run (a resumed study that has its trials): the summary all the same
+            write_summary(study, sweep_dir / STUDY_FILE)
         return returns
 
     def _split(self, arguments: list[str]) -> tuple[list[str], dict[str, Any]]:
