@@ -132,10 +132,11 @@ class Flowers17DataModule(ImageFilesDataModule):
 def _load_splits(path: Path) -> dict[str, Any]:
     """The contents of datasplits.mat (read once for all three splits)."""
     from scipy.io import loadmat  # imported here: only this layout needs it
+    from scipy.io.matlab import MatReadError
 
     try:
         return loadmat(path)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, MatReadError) as err:  # a short or truncated file gives MatReadError
         raise DataError(f"{path}: not a readable MATLAB file ({err}); delete it to use a seeded split instead") from err
 
 
