@@ -102,8 +102,10 @@ ALLOWED_TARGETS = (
 # Keys of Python's logging config (Hydra's hydra/job_logging) that name a class or factory.
 LOGGING_CLASS_KEYS = ("class", "()")
 LOGGING_STREAMS = ("ext://sys.stdout", "ext://sys.stderr")  # logging imports any other ext:// module
-# Environment variables that would load code into this process's children (DDP workers, compilers).
-CODE_LOADING_ENV = ("LD_", "DYLD_", "PYTHON", "BASH_ENV", "ENV", "PATH", EXTRA_TARGETS_ENV)  # and names starting so
+# Environment variables that would load code into this process's children (DDP workers, compilers),
+# by prefix and by name.
+CODE_LOADING_ENV_PREFIXES = ("LD_", "DYLD_", "PYTHON")
+CODE_LOADING_ENV = ("BASH_ENV", "ENV", "PATH", EXTRA_TARGETS_ENV)
 # Datasets whose class count is known without reading them, by ``data.variant``.
 KNOWN_NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
 
@@ -207,6 +209,10 @@ def _resolved(node: Any, key: str, depth: int = 0) -> Iterator[tuple[str, Any, A
         yield from _resolved(value, full, depth + 1)
 
 
+def _loads_code(variable: str) -> bool:
+    return variable in CODE_LOADING_ENV or variable.startswith(CODE_LOADING_ENV_PREFIXES)
+
+
 def check_targets(cfg: Any) -> None:
     """Refuse any ``_target_`` (and logging ``class``/``()``) not on the allowlist, anywhere in
     ``cfg`` resolved; and environment variables under ``hydra.job.env_set`` that load code."""
@@ -216,7 +222,7 @@ def check_targets(cfg: Any) -> None:
             problem = target_problem(value)
         elif logging_config and isinstance(value, str) and value.startswith("ext://") and value not in LOGGING_STREAMS:
             problem = f"accepted: {', '.join(LOGGING_STREAMS)} (logging imports the module an ext:// names)"
-        elif key == f"hydra.job.env_set.{child}" and str(child).startswith(CODE_LOADING_ENV):
+        elif key == f"hydra.job.env_set.{child}" and _loads_code(str(child)):
             problem = (
                 "refused: it would load code or widen the allowlist; set it in the environment the command starts in"
             )
@@ -264,7 +270,7 @@ def _check_trainer(trainer: DictConfig) -> None:
     if trainer.get("deterministic") not in (None, True, False, "warn"):
         raise ConfigError(f"trainer.deterministic={trainer.deterministic!r}: accepted: true, false, warn")
     precisions = [str(p) for group in typing.get_args(_PRECISION_INPUT) for p in typing.get_args(group)]
-    if "precision" in trainer and str(trainer.precision) not in precisions:
+    if trainer.get("precision") is not None and str(trainer.precision) not in precisions:
         raise ConfigError(f"trainer.precision={trainer.precision!r}: accepted: {', '.join(precisions)}")
     accelerator = trainer.get("accelerator", "auto")
     if accelerator not in ACCELERATORS:
