@@ -269,7 +269,9 @@ def _check_trainer(trainer: DictConfig) -> None:
         check_int("trainer.limit_train_batches", limit, 1, "(or a fraction in (0, 1])")
     if trainer.get("deterministic") not in (None, True, False, "warn"):
         raise ConfigError(f"trainer.deterministic={trainer.deterministic!r}: accepted: true, false, warn")
-    precisions = [str(p) for group in typing.get_args(_PRECISION_INPUT) for p in typing.get_args(group)]
+    precisions = list(
+        dict.fromkeys(str(p) for group in typing.get_args(_PRECISION_INPUT) for p in typing.get_args(group))
+    )
     if trainer.get("precision") is not None and str(trainer.precision) not in precisions:
         raise ConfigError(f"trainer.precision={trainer.precision!r}: accepted: {', '.join(precisions)}")
     accelerator = trainer.get("accelerator", "auto")
