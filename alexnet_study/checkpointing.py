@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import pickle
 import random
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from alexnet_study.errors import CheckpointError, ConfigError, check_int, first_line
+from alexnet_study.errors import CheckpointError, ConfigError, check_int, first_line, quoted, unpickling_detail
 
 log = logging.getLogger(__name__)
 
@@ -237,12 +238,19 @@ def check_checkpoint(path: Path) -> None:
     try:
         # mmap: reads the index and the small objects; tensors stay on disk until touched.
         checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    except pickle.UnpicklingError as err:  # a pickled object or code: read as data, never run
+        raise CheckpointError(
+            f"{quoted(path)}: refused: torch.load(weights_only=True) found more than tensors in it "
+            f"({unpickling_detail(err)}); checkpoints must come from this project's own runs"
+        ) from None
     except Exception as err:  # a truncated zip, garbage, an empty file: each raises something else
-        raise CheckpointError(f"{path}: unreadable checkpoint ({type(err).__name__}: {first_line(err)})") from err
+        raise CheckpointError(
+            f"{quoted(path)}: unreadable checkpoint ({type(err).__name__}: {first_line(err)})"
+        ) from err
     missing = FULL_STATE_KEYS - set(checkpoint) if isinstance(checkpoint, dict) else FULL_STATE_KEYS
     if missing:
         raise CheckpointError(
-            f"{path}: not a full training state (no {', '.join(sorted(missing))}; a best-* checkpoint holds weights "
+            f"{quoted(path)}: not a full training state (no {', '.join(sorted(missing))}; a best-* checkpoint holds weights "
             f"only); resume from a {LAST}"
         )
 

@@ -2,27 +2,29 @@
 
 Hydra reports a bad override (``optim=foo``, ``optim.lrr=1``, a syntax error) with a multi-line
 message and exit status 1, and it instantiates ``hydra.callbacks`` before any of our code runs.
-:func:`check_command_line` composes the same config first (each job of a ``-m`` sweep), checks
-every ``_target_`` against the allowlist, and raises :class:`ConfigError` with one line; the entry
-point prints it and exits with status 2. Values (learning rate, layers, ...) are checked per run in
+:func:`check_command_line` composes the same config first (each job of a ``-m`` sweep; with
+``--config-path``/``--config-dir`` as Hydra will, whatever other flag is given), checks every
+``_target_`` of it resolved against the allowlist, and raises :class:`ConfigError` with one line;
+the entry point prints it and exits with status 2. ``--experimental-rerun`` (it unpickles a file)
+is refused. Values (learning rate, layers, ...) are checked per run in
 :func:`alexnet_study.train.run`, so one bad job of a sweep does not stop the others.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
 from hydra.errors import HydraException, OverrideParseException
+from omegaconf import open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from alexnet_study.config import _compose_as_command_line, config_dir
 from alexnet_study.distributed import check_launch
-from alexnet_study.errors import ConfigError
-from alexnet_study.validate import check_targets
+from alexnet_study.errors import ConfigError, quoted
+from alexnet_study.validate import check_groups, check_targets
 
-# Composing takes ~30 ms a job; beyond this many jobs Hydra's own pre-launch check takes over.
-MAX_JOBS_CHECKED = 200
 _NOISE = ("Set the environment variable HYDRA_FULL_ERROR", "full_key:", "object_type=", "See https://hydra.cc")
 
 
@@ -33,16 +35,25 @@ def check_command_line(argv: Sequence[str]) -> None:
     except ImportError:  # another Hydra: leave every check to it and to run()
         return
     args = get_args_parser().parse_args(list(argv))
-    if args.help or args.hydra_help or args.shell_completion or args.info or args.config_path or args.config_dir:
-        return  # Hydra answers these itself; another config dir is not ours to compose
+    if args.experimental_rerun is not None:
+        raise ConfigError(
+            f"--experimental-rerun {quoted(args.experimental_rerun)}: refused: it unpickles the file, and a pickle "
+            "can run code; run the command again with the overrides in the run dir's .hydra/overrides.yaml"
+        )
+    if args.shell_completion:
+        return  # its arguments are not overrides; it composes nothing it would instantiate
+    if args.config_dir is not None and not os.path.isdir(args.config_dir):
+        raise ConfigError(f"--config-dir {quoted(args.config_dir)}: no such directory")
     overrides = list(args.overrides)
     parsed = _parse(overrides)
-    _check_group_choices(parsed)
+    if args.config_path is None and args.config_dir is None:  # elsewhere, other presets
+        _check_group_choices(parsed)
     jobs = _jobs(parsed, overrides) if args.multirun else [overrides]
-    for job in jobs[:MAX_JOBS_CHECKED]:
-        cfg = _compose(args.config_name or "config", job)
+    for number, job in enumerate(jobs):
+        cfg = _compose(args, job, number)
+        check_groups(cfg)
+        _check_launch(cfg, job, multirun=args.multirun)  # first: its lines say more than "cannot be resolved"
         check_targets(cfg)
-        _check_launch(cfg, job, multirun=args.multirun)
 
 
 def _check_launch(cfg: Any, overrides: list[str], *, multirun: bool) -> None:
@@ -121,12 +132,24 @@ def _jobs(parsed: list[Any], overrides: list[str]) -> list[list[str]]:
         return [[o.input_line for o in parsed if not o.is_sweep_override()]]
 
 
-def _compose(config_name: str, overrides: list[str]) -> Any:
-    from hydra.core.global_hydra import GlobalHydra
+def _compose(args: Any, overrides: list[str], number: int) -> Any:
+    """Job ``number``'s config as Hydra will compose it, with ``HydraConfig`` set to it (so that
+    ``${hydra:...}`` resolves as in the job); its output dir is the one Hydra will name."""
+    from hydra.core.hydra_config import HydraConfig
 
     try:
-        return _compose_as_command_line(config_name, overrides)
+        cfg = _compose_as_command_line(
+            args.config_name or "config",
+            overrides,
+            config_path=args.config_path,
+            extra_dir=args.config_dir,
+            multirun=args.multirun,
+        )
+        with open_dict(cfg):
+            cfg.hydra.job.num = number
+            run_dir = cfg.hydra.sweep.dir + "/" + str(cfg.hydra.sweep.subdir) if args.multirun else cfg.hydra.run.dir
+            cfg.hydra.runtime.output_dir = str(run_dir)
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigError(one_line(err)) from None
-    finally:
-        GlobalHydra.instance().clear()
+    HydraConfig.instance().set_config(cfg)
+    return cfg

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -45,16 +46,34 @@ def register_resolvers() -> None:
 register_resolvers()
 
 
-def _compose_as_command_line(config_name: str, overrides: Sequence[str]) -> DictConfig:
+def _compose_as_command_line(
+    config_name: str,
+    overrides: Sequence[str],
+    *,
+    config_path: str | None = None,
+    extra_dir: str | None = None,
+    multirun: bool = False,
+) -> DictConfig:
     """``config_name`` with ``overrides``, composed as the command line composes it (the ``hydra``
-    node included), from a cleared Hydra; sets no ``HydraConfig``."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+    node included; ``--config-path`` and ``--config-dir`` as Hydra applies them), from a cleared
+    Hydra; sets no ``HydraConfig``."""
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_automatic_config_search_path
+    from hydra.core.config_search_path import SearchPathQuery
     from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
 
     GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=str(config_dir()), job_name="alexnet_study"):
-        return hydra_compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
+    entry_point = str(Path(__file__).with_name("__main__.py"))  # what --config-path is relative to
+    search_path = create_automatic_config_search_path(entry_point, None, config_path or str(config_dir()))
+    if extra_dir is not None:
+        search_path.prepend("command-line", f"file://{os.path.abspath(extra_dir)}", SearchPathQuery(provider="schema"))
+    try:
+        hydra = Hydra.create_main_hydra2(task_name="alexnet_study", config_search_path=search_path)
+        mode = RunMode.MULTIRUN if multirun else RunMode.RUN
+        return hydra.compose_config(config_name, list(overrides), run_mode=mode, with_log_configuration=False)
+    finally:
+        GlobalHydra.instance().clear()
 
 
 def compose(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Any
 
 
@@ -37,6 +39,19 @@ def check_int(key: str, value: Any, minimum: int, hint: str = "") -> int:
     return value
 
 
+def check_number(
+    key: str, value: Any, minimum: float, *, inclusive: bool = True, below: float | None = None, hint: str = ""
+) -> float:
+    """``value`` if it is a finite number (a bool is not) >= ``minimum`` (> with ``inclusive=False``)
+    and < ``below``; else a :class:`ConfigError` naming ``key`` and the accepted range."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value >= minimum if inclusive else value > minimum) and (below is None or value < below)
+    if not ok:
+        accepted = f"{'>=' if inclusive else '>'} {minimum:g}" + (f" and < {below:g}" if below is not None else "")
+        raise ConfigError(f"{key}={value!r}: must be a finite number {accepted}" + (f" {hint}" if hint else ""))
+    return float(value)
+
+
 def first_line(err: BaseException, empty: str | None = None) -> str:
     """The first line of ``err``'s message (stripped), for one-line reports; for an empty message,
     ``empty`` if given, else the error's type name."""
@@ -44,3 +59,20 @@ def first_line(err: BaseException, empty: str | None = None) -> str:
     if message:
         return message.splitlines()[0]
     return type(err).__name__ if empty is None else empty
+
+
+def quoted(path: Any) -> str:
+    """``path`` for a one-line message: quoted, with a newline or other control character escaped
+    (``repr`` of the string), so a strange file name cannot split or forge the line."""
+    return repr(str(path))
+
+
+def unpickling_detail(err: BaseException) -> str:
+    """What ``torch.load(weights_only=True)`` refused in a file (``unsupported GLOBAL posix.system``),
+    without torch's advice on loading the file unsafely."""
+    text = str(err)
+    found = re.search(r"WeightsUnpickler error: ([^\n]*)", text) or re.search(r"(unsupported GLOBAL [^\n]*)", text)
+    if found:
+        return found.group(1).split(". ")[0].strip().rstrip(".")
+    safe = [line.strip() for line in text.splitlines() if line.strip() and "weights_only" not in line]
+    return safe[0] if safe else type(err).__name__

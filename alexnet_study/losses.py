@@ -6,7 +6,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from alexnet_study.errors import ConfigError
+from alexnet_study.errors import check_number
+
+
+def check_loss(loss: nn.Module) -> None:
+    """A loss's ``label_smoothing`` (torch's CrossEntropyLoss and ours): in [0, 1)."""
+    smoothing = getattr(loss, "label_smoothing", None)
+    if smoothing is not None:
+        check_number("loss.label_smoothing", smoothing, 0, below=1)
 
 
 class OneHotBCEWithLogitsLoss(nn.Module):
@@ -19,9 +26,8 @@ class OneHotBCEWithLogitsLoss(nn.Module):
 
     def __init__(self, label_smoothing: float = 0.0) -> None:
         super().__init__()
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ConfigError(f"loss.label_smoothing={label_smoothing}: must be in [0, 1)")
         self.label_smoothing = label_smoothing
+        check_loss(self)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         num_classes = logits.shape[1]

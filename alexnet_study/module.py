@@ -11,10 +11,67 @@ from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
+from alexnet_study.errors import ConfigError, check_int, check_number
+from alexnet_study.losses import check_loss
 from alexnet_study.models.freeze import keep_frozen_batchnorm_in_eval, lr_groups, scale_group_lrs
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[..., Any]
+Rule = Callable[[str, Any], Any]
+
+
+def _positive(key: str, value: Any) -> Any:
+    return check_number(key, value, 0, inclusive=False)
+
+
+def _non_negative(key: str, value: Any) -> Any:
+    return check_number(key, value, 0)
+
+
+def _fraction(key: str, value: Any) -> Any:
+    return check_number(key, value, 0, below=1)
+
+
+def _open_fraction(key: str, value: Any) -> Any:
+    return check_number(key, value, 0, inclusive=False, below=1)
+
+
+def _milestones(key: str, value: Any) -> Any:
+    return [check_int(f"{key}[{i}]", v, 1) for i, v in enumerate(value)]
+
+
+# The hyperparameters of conf/optim and conf/sched, by keyword: torch accepts some of these bad values
+# silently (lr=inf, gamma=-1) and fails late on others (step_size=0 divides by zero at the first step).
+OPTIMIZER_RULES: dict[str, Rule] = {
+    "lr": _positive,
+    "weight_decay": _non_negative,
+    "momentum": _fraction,
+    "alpha": _open_fraction,  # RMSprop's smoothing
+    "rho": _open_fraction,  # Adadelta's
+    "eps": _positive,
+}
+SCHEDULER_RULES: dict[str, Rule] = {
+    "step_size": lambda key, value: check_int(key, value, 1),
+    "gamma": _positive,
+    "milestones": _milestones,
+    "T_max": lambda key, value: check_int(key, value, 1),
+    "eta_min": _non_negative,
+    "max_lr": _positive,
+    "pct_start": _open_fraction,
+    "div_factor": _positive,
+    "final_div_factor": _positive,
+    "factor": _open_fraction,  # ReduceLROnPlateau's
+    "patience": lambda key, value: check_int(key, value, 0),
+}
+SCHEDULER_INTERVALS = ("epoch", "step")
+
+
+def check_hyperparameters(prefix: str, keywords: Mapping[str, Any], rules: dict[str, Rule]) -> None:
+    """Each hyperparameter of an optimizer or scheduler (a ``_partial_``'s keywords, or its config)
+    by its rule; ``prefix`` is the config key they come from (``optim``, ``sched.scheduler``)."""
+    for name, value in keywords.items():
+        if name in rules and value is not None:
+            rules[name](f"{prefix}.{name}", value)
 
 
 class ImageClassifier(L.LightningModule):
@@ -53,6 +110,11 @@ class ImageClassifier(L.LightningModule):
         backbone_lr_scale: float | None = None,
     ) -> None:
         super().__init__()
+        check_hyperparameters("optim", getattr(optimizer, "keywords", {}), OPTIMIZER_RULES)
+        check_hyperparameters("sched.scheduler", getattr(scheduler, "keywords", {}), SCHEDULER_RULES)
+        if scheduler_interval not in SCHEDULER_INTERVALS:
+            raise ConfigError(f"sched.interval={scheduler_interval!r}: accepted: {', '.join(SCHEDULER_INTERVALS)}")
+        check_loss(loss)
         if hparams:
             self.save_hyperparameters(dict(hparams), logger=False)
         self.net = net

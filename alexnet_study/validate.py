@@ -1,63 +1,123 @@
 """Config checks that run before anything is built, loaded or written: ``validate_config(cfg)``.
 
-Two kinds of check, each raising :class:`ConfigError` with one line naming the key, the value
-and what is accepted:
+Each raises :class:`ConfigError` with one line naming the key, the value and what is accepted:
 
-- ``_target_`` safety (:func:`check_targets`): configs and overrides may only instantiate public
-  callables of torch, torchvision, lightning, torchmetrics and alexnet_study (and, under ``hydra``,
-  Hydra's launcher/sweeper plugins and callbacks; logging handlers from ``logging``).
-  ``ALEXNET_STUDY_EXTRA_TARGETS`` (comma-separated module prefixes; an environment variable, so
-  that no config or override can widen it) adds more, e.g. the tests' ``tests``. Entry points of
-  those packages that load or compile arbitrary code (``torch.hub``, ``torch.load``, ...) are
-  refused too. A guard against configs calling arbitrary Python, not a sandbox.
-- values (:func:`check_values`): names of activations, optimizers and losses, rates, learning
-  rate, batch sizes, the model spec (layers, strides, depths) and class counts.
-- the launch (:func:`alexnet_study.distributed.check_launch`): DDP settings that the way this run
-  was started (``-m``, the Hydra launcher) cannot honour.
+- ``_target_`` safety (:func:`check_targets`): the config, fully resolved (every interpolation and
+  resolver evaluated, the plain containers they make included), may instantiate only the callables
+  in :data:`ALLOWED_TARGETS`, compared by identity (the object a dotted name resolves to), never
+  by package. ``ALEXNET_STUDY_EXTRA_TARGETS`` (comma-separated module prefixes, read once when this
+  module is imported, before Hydra can change the environment) is the only way to add more, e.g.
+  the tests' ``tests``. A guard against configs calling arbitrary Python, not a sandbox.
+- checks that span components (each component checks its own values where it uses them):
+  the model's and the data's class counts agree with the dataset; the launch
+  (:func:`alexnet_study.distributed.check_launch`) can honour the DDP settings.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
+import sys
+import typing
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
 
+from alexnet_study.config import config_dir
 from alexnet_study.data.files import class_folders, has_images
 from alexnet_study.distributed import check_launch
 from alexnet_study.errors import ConfigError, check_int, first_line
 
-ALLOWED_PACKAGES = ("torch", "torchvision", "lightning", "torchmetrics", "alexnet_study")
 EXTRA_TARGETS_ENV = "ALEXNET_STUDY_EXTRA_TARGETS"
-# Inside the allowed packages, but they fetch, compile or load and run arbitrary code (pickles included).
-DENIED_PREFIXES = (
-    "torch.hub",
-    "torch.utils.model_zoo",
-    "torch.utils.cpp_extension",
-    "torch.package",
-    "torch.load",
-    "torch.serialization",
-    "torch.ops.load_library",
-    "torch.classes.load_library",
-    "torch.jit.load",
-    "lightning.pytorch.cli",
+
+
+def _prefixes(value: str) -> tuple[str, ...]:
+    return tuple(p.strip().rstrip(".") for p in value.split(",") if p.strip())
+
+
+# Read once, at import (the entry point imports this before Hydra runs): ``hydra.job.env_set`` and
+# anything else a config controls changes the environment only later.
+EXTRA_TARGET_PREFIXES = _prefixes(os.environ.get(EXTRA_TARGETS_ENV, ""))
+
+# Every callable a config of this project instantiates (grep _target_ conf/), and nothing else: none of
+# them imports modules, unpickles files, loads libraries or runs commands (tests/test_config.py checks).
+ALLOWED_TARGETS = (
+    # optimizers, schedulers, losses
+    "torch.optim.SGD",
+    "torch.optim.Adam",
+    "torch.optim.AdamW",
+    "torch.optim.RMSprop",
+    "torch.optim.Adadelta",
+    "torch.optim.lr_scheduler.StepLR",
+    "torch.optim.lr_scheduler.MultiStepLR",
+    "torch.optim.lr_scheduler.CosineAnnealingLR",
+    "torch.optim.lr_scheduler.OneCycleLR",
+    "torch.optim.lr_scheduler.ReduceLROnPlateau",
+    "torch.nn.CrossEntropyLoss",
+    # Lightning: the Trainer and the callbacks and loggers the configs use
+    "lightning.pytorch.Trainer",
+    "lightning.pytorch.callbacks.ModelCheckpoint",
+    "lightning.pytorch.callbacks.TQDMProgressBar",
+    "lightning.pytorch.loggers.CSVLogger",
+    "lightning.pytorch.loggers.TensorBoardLogger",
+    # torchmetrics (built by ImageClassifier)
+    "torchmetrics.MaxMetric",
+    "torchmetrics.MeanMetric",
+    "torchmetrics.classification.MulticlassAccuracy",
+    "torchmetrics.classification.MulticlassConfusionMatrix",
+    # alexnet_study's public builders
+    "alexnet_study.models.build_alexnet",
+    "alexnet_study.models.build_torchvision",
+    "alexnet_study.losses.OneHotBCEWithLogitsLoss",
+    "alexnet_study.data.Augment",
+    "alexnet_study.data.CIFARDataModule",
+    "alexnet_study.data.Caltech101DataModule",
+    "alexnet_study.data.Flowers17DataModule",
+    "alexnet_study.data.HymenopteraDataModule",
+    "alexnet_study.data.ImageFolderDataModule",
+    "alexnet_study.data.SyntheticDataModule",
+    "alexnet_study.checkpointing.LastCheckpoint",
+    "alexnet_study.guards.DivergenceGuard",
+    "alexnet_study.callbacks.DatasetViews",
+    "alexnet_study.bench.SyncCounter",
+    "alexnet_study.report.SweepReport",
+    # Hydra's launchers and sweepers, the project's Optuna sweeper, conf/hydra/launcher's plugins
+    "hydra._internal.core_plugins.basic_launcher.BasicLauncher",
+    "hydra._internal.core_plugins.basic_sweeper.BasicSweeper",
+    "hydra_plugins.alexnet_study_sweeper.optuna_sweeper.OptunaStudySweeper",
+    "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher",
+    "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher",
+    "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher",
+    # Hydra's logging config (``class`` and ``()``)
+    "logging.StreamHandler",
+    "logging.FileHandler",
+    "logging.NullHandler",
+    "logging.Formatter",
+    "colorlog.ColoredFormatter",
 )
-DENIED_SUFFIXES = (".load_from_checkpoint",)
-# In the hydra node: Hydra's launcher and sweeper plugins, and its callbacks.
-HYDRA_PREFIXES = ("hydra._internal.core_plugins", "hydra.experimental.callbacks", "hydra_plugins")
 # Keys of Python's logging config (Hydra's hydra/job_logging) that name a class or factory.
 LOGGING_CLASS_KEYS = ("class", "()")
-LOGGING_PACKAGES = ("logging", "hydra", "colorlog")  # colorlog: the hydra-colorlog plugin's formatter
+LOGGING_STREAMS = ("ext://sys.stdout", "ext://sys.stderr")  # logging imports any other ext:// module
+# Environment variables that would load code into this process's children (DDP workers, compilers),
+# by prefix and by name.
+CODE_LOADING_ENV_PREFIXES = ("LD_", "DYLD_", "PYTHON")
+CODE_LOADING_ENV = ("BASH_ENV", "ENV", "PATH", EXTRA_TARGETS_ENV)
 # Datasets whose class count is known without reading them, by ``data.variant``.
 KNOWN_NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
 
 
 def validate_config(cfg: DictConfig) -> None:
     """Every check below; the first problem raises :class:`ConfigError`."""
+    check_groups(cfg)
     check_targets(cfg)
-    check_values(cfg)
+    check_run_settings(cfg)
+    _check_optimizer(cfg)
+    _check_num_classes(cfg)
+    _check_model(cfg)
     _check_launch(cfg)
 
 
@@ -72,141 +132,163 @@ def _check_launch(cfg: DictConfig) -> None:
 
 
 # -- _target_ allowlist ----------------------------------------------------------------------------
-def allowed_packages() -> tuple[str, ...]:
-    extra = [p.strip().rstrip(".") for p in os.environ.get(EXTRA_TARGETS_ENV, "").split(",") if p.strip()]
-    return (*ALLOWED_PACKAGES, *extra)
+def allowed_callables() -> dict[int, tuple[str, Any]]:
+    """``id(object) -> (name, object)`` for every name in :data:`ALLOWED_TARGETS` that imports here
+    (a plugin whose extra is not installed is left out: it cannot be instantiated either). Looked up
+    anew each time: Hydra's plugin scan executes plugin modules again, making new class objects."""
+    found: dict[int, tuple[str, Any]] = {}
+    for name in ALLOWED_TARGETS:
+        module, _, attr = name.rpartition(".")
+        try:
+            obj = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError):
+            continue
+        found[id(obj)] = (name, obj)
+    return found
 
 
-def _within(path: str, prefix: str) -> bool:
-    return path == prefix or path.startswith(prefix + ".")
+def _lookup(path: str) -> Any:
+    """What ``path`` names, found as Hydra's ``_locate`` finds it (attributes from the top module
+    down) but only among modules already imported: looking a name up never imports its code."""
+    parts = path.split(".")
+    obj = sys.modules.get(parts[0])
+    for i, part in enumerate(parts[1:], start=2):
+        if obj is None:
+            return None
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            obj = sys.modules.get(".".join(parts[:i]))
+    return obj
 
 
-def target_problem(target: Any, packages: tuple[str, ...]) -> str | None:
+def _extra(target: str) -> bool:
+    return any(target == p or target.startswith(p + ".") for p in EXTRA_TARGET_PREFIXES)
+
+
+def target_problem(target: Any) -> str | None:
     """Why ``target`` may not be instantiated, or ``None`` if it may."""
-    if not isinstance(target, str):
-        return "must be a dotted path string"
-    if not any(_within(target, package) for package in packages):
-        return f"not allowed; accepted: callables from {', '.join(packages)} (more via the {EXTRA_TARGETS_ENV} environment variable)"
-    denied = next((prefix for prefix in DENIED_PREFIXES if _within(target, prefix)), None)
-    denied = denied or next((suffix for suffix in DENIED_SUFFIXES if target.endswith(suffix)), None)
-    if denied:
-        return f"refused: {denied} loads or runs arbitrary code"
-    if any(part.startswith("_") for part in target.split(".")):
-        return "refused: private names (a component starting with _) are not accepted"
-    return None
+    if isinstance(target, str) and _extra(target) and not any(p.startswith("_") for p in target.split(".")):
+        return None  # widened by whoever started the process
+    allowed = allowed_callables()
+    obj = _lookup(target) if isinstance(target, str) else target
+    if obj is not None and id(obj) in allowed:
+        return None
+    hint = f"accepted: the callables listed in alexnet_study/validate.py (more only via {EXTRA_TARGETS_ENV})"
+    if obj is None or not callable(obj):
+        return f"no such class or function; check the name ({hint})"
+    return f"not allowed; {hint}"
 
 
-def _walk(node: Any, key: str, depth: int = 0) -> Iterator[tuple[str, Any, Any]]:
-    """(full key, container, child key) for every entry of ``node``, and of every container an
-    interpolation resolves to (``${oc.create:...}`` can make a ``_target_`` out of a string)."""
+def _resolved(node: Any, key: str, depth: int = 0) -> Iterator[tuple[str, Any, Any]]:
+    """(full key, child key, value) for every entry of ``node`` with its value resolved, and of every
+    container a value resolves to: ``${oc.decode:...}`` can make a plain dict holding a ``_target_``,
+    which Hydra's instantiate turns into a config of its own (so it is resolved here as one)."""
     if depth > 32:
         raise ConfigError(f"{key}: nested more than 32 levels deep (a self-referencing interpolation?)")
-    if isinstance(node, DictConfig):
+    if isinstance(node, dict | list | tuple):
+        try:
+            node = OmegaConf.create(list(node) if isinstance(node, tuple) else node, flags={"allow_objects": True})
+        except Exception as err:
+            raise ConfigError(f"{key}: cannot be read as a config ({first_line(err)})") from None
+    if isinstance(node, DictConfig) and not node._is_none() and not node._is_missing():
         children: list[Any] = list(node.keys())
-    elif isinstance(node, ListConfig):
+    elif isinstance(node, ListConfig) and not node._is_none() and not node._is_missing():
         children = list(range(len(node)))
     else:
         return
     for child in children:
         full = f"{key}[{child}]" if isinstance(child, int) else f"{key}.{child}" if key else str(child)
-        yield full, node, child
-        if OmegaConf.is_missing(node, child):
-            continue
-        value = node._get_node(child)
-        if OmegaConf.is_interpolation(node, child):
-            try:
-                value = node[child]
-            except Exception:  # unresolvable here; instantiating it would fail the same way
-                continue
-        yield from _walk(value, full, depth + 1)
+        try:
+            value = node[child]
+        except (MissingMandatoryValue, InterpolationToMissingValueError):
+            continue  # ??? is reported where it is used; a missing value makes no _target_
+        except Exception as err:
+            raise ConfigError(f"{full}: cannot be resolved ({first_line(err)})") from None
+        yield full, child, value
+        yield from _resolved(value, full, depth + 1)
 
 
-def check_targets(cfg: DictConfig) -> None:
-    """Refuse any ``_target_`` (and logging ``class``/``()``) outside the allowlist, anywhere in ``cfg``."""
-    packages = allowed_packages()
-    for key, container, child in _walk(cfg, ""):
-        in_hydra = key.startswith("hydra.")
-        if child == "_target_":
-            value = _value(container, child, key)
-            problem = target_problem(value, packages)
-            if problem and in_hydra and isinstance(value, str) and any(_within(value, p) for p in HYDRA_PREFIXES):
-                problem = None  # Hydra's own plugins, which live in hydra._internal
-        elif in_hydra and child in LOGGING_CLASS_KEYS and "_logging." in key:
-            value = _value(container, child, key)
-            problem = target_problem(value, (*packages, *LOGGING_PACKAGES))
+def _loads_code(variable: str) -> bool:
+    return variable in CODE_LOADING_ENV or variable.startswith(CODE_LOADING_ENV_PREFIXES)
+
+
+def check_targets(cfg: Any) -> None:
+    """Refuse any ``_target_`` (and logging ``class``/``()``) not on the allowlist, anywhere in
+    ``cfg`` resolved; and environment variables under ``hydra.job.env_set`` that load code."""
+    for key, child, value in _resolved(cfg, ""):
+        logging_config = key.startswith(("hydra.job_logging.", "hydra.hydra_logging."))
+        if child == "_target_" or (logging_config and child in LOGGING_CLASS_KEYS):
+            problem = target_problem(value)
+        elif logging_config and isinstance(value, str) and value.startswith("ext://") and value not in LOGGING_STREAMS:
+            problem = f"accepted: {', '.join(LOGGING_STREAMS)} (logging imports the module an ext:// names)"
+        elif key == f"hydra.job.env_set.{child}" and _loads_code(str(child)):
+            problem = (
+                "refused: it would load code or widen the allowlist; set it in the environment the command starts in"
+            )
         else:
             continue
         if problem:
             raise ConfigError(f"{key}={value!r}: {problem}")
 
 
-def _value(container: Any, child: Any, key: str) -> Any:
-    try:
-        return container[child]
-    except Exception as err:  # an interpolation that does not resolve
-        raise ConfigError(f"{key}: cannot be resolved ({first_line(err)})") from err
+# -- settings no component of this project owns: the seed, the config groups, Lightning's Trainer ------
+REQUIRED_GROUPS = ("data", "model", "optim", "sched", "loss", "trainer")
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+MAX_SEED = 2**32 - 1  # what Lightning's seed_everything accepts
 
 
-# -- values ----------------------------------------------------------------------------------------
-def _number(key: str, value: Any, *, minimum: float, inclusive: bool = True, below: float | None = None) -> None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
-    ok = ok and (value >= minimum if inclusive else value > minimum) and (below is None or value < below)
-    if not ok:
-        low = f"{'>=' if inclusive else '>'} {minimum:g}"
-        raise ConfigError(
-            f"{key}={value!r}: must be a number {low}" + (f" and < {below:g}" if below is not None else "")
-        )
+def check_groups(cfg: DictConfig) -> None:
+    """Every config group a run needs is there (``~model`` removes one)."""
+    for group in REQUIRED_GROUPS:
+        if not isinstance(cfg.get(group), DictConfig):
+            presets = sorted(p.stem for p in (config_dir() / group).glob("*.yaml") if not p.stem.startswith("_"))
+            raise ConfigError(f"{group}={cfg.get(group)!r}: required; accepted: {', '.join(presets)} (conf/{group}/)")
 
 
-def _locatable(key: str, target: Any) -> None:
-    """The target names something that exists (``optim._target_=torch.optim.Foo`` fails here)."""
-    from hydra._internal.utils import _locate  # what instantiate() uses to find it (internal, stable through 1.3)
-
-    try:
-        obj = _locate(str(target))
-    except (ImportError, ValueError):
-        obj = None
-    if obj is None or not callable(obj):
-        raise ConfigError(f"{key}={target!r}: no such class or function; check the name (see conf/ for the presets)")
+def check_run_settings(cfg: DictConfig) -> None:
+    """The seed, the epochs, and the Trainer settings Lightning would reject with a traceback (or
+    later, mid-run)."""
+    if cfg.get("seed") is not None and check_int("seed", cfg.seed, 0) > MAX_SEED:
+        raise ConfigError(f"seed={cfg.seed}: must be an integer in 0..{MAX_SEED}")
+    if cfg.get("epochs") is not None:  # trainer.max_epochs and the schedules follow it
+        check_int("epochs", cfg.epochs, 1, "(a run limited by steps alone: trainer.max_epochs=-1 +trainer.max_steps=N)")
+    _check_trainer(cfg.trainer)
 
 
-def check_values(cfg: DictConfig) -> None:
-    """Names and numbers a run would otherwise trip over later (or silently misuse)."""
-    for group in ("model", "optim", "loss", "data", "aug", "trainer"):
-        node = cfg.get(group)
-        if isinstance(node, DictConfig) and node.get("_target_"):
-            _locatable(f"{group}._target_", node._target_)
-    sched = cfg.get("sched")
-    if isinstance(sched, DictConfig) and sched.get("scheduler"):
-        _locatable("sched.scheduler._target_", sched.scheduler._target_)
+def _check_trainer(trainer: DictConfig) -> None:
+    from lightning.fabric.plugins.precision.precision import _PRECISION_INPUT
 
-    optim = cfg.get("optim") or {}
-    if "lr" in optim:
-        _number("optim.lr", optim.lr, minimum=0, inclusive=False)
-    if "weight_decay" in optim:
-        _number("optim.weight_decay", optim.weight_decay, minimum=0)
-    if "momentum" in optim:
-        _number("optim.momentum", optim.momentum, minimum=0, below=1)
-    loss = cfg.get("loss") or {}
-    if "label_smoothing" in loss:
-        _number("loss.label_smoothing", loss.label_smoothing, minimum=0, below=1)
-    if isinstance(sched, DictConfig) and sched.get("interval", "epoch") not in ("epoch", "step"):
-        raise ConfigError(f"sched.interval={sched.interval!r}: accepted: epoch, step")
-
-    data = cfg.get("data") or {}
-    for key in ("batch_size", "eval_batch_size"):
-        if data.get(key) is not None:
-            check_int(f"data.{key}", data[key], 1)
-    if "val_fraction" in data:
-        _number("data.val_fraction", data.val_fraction, minimum=0, below=1)
-    trainer = cfg.get("trainer") or {}
-    if trainer.get("max_epochs") is not None and trainer.max_epochs != -1:
-        check_int("trainer.max_epochs", trainer.max_epochs, 1)
+    max_epochs, max_steps = trainer.get("max_epochs"), trainer.get("max_steps", -1)
+    if max_steps != -1:
+        check_int("trainer.max_steps", max_steps, 1, "(or -1: no step limit)")
+    if max_epochs is not None and (max_epochs != -1 or max_steps == -1):
+        check_int("trainer.max_epochs", max_epochs, 1, "(-1 only with a step limit, trainer.max_steps)")
+    limit = trainer.get("limit_train_batches")
+    if limit is not None and not (isinstance(limit, float) and 0 < limit <= 1):
+        check_int("trainer.limit_train_batches", limit, 1, "(or a fraction in (0, 1])")
     if trainer.get("deterministic") not in (None, True, False, "warn"):
         raise ConfigError(f"trainer.deterministic={trainer.deterministic!r}: accepted: true, false, warn")
+    precisions = list(
+        dict.fromkeys(str(p) for group in typing.get_args(_PRECISION_INPUT) for p in typing.get_args(group))
+    )
+    if trainer.get("precision") is not None and str(trainer.precision) not in precisions:
+        raise ConfigError(f"trainer.precision={trainer.precision!r}: accepted: {', '.join(precisions)}")
+    accelerator = trainer.get("accelerator", "auto")
+    if accelerator not in ACCELERATORS:
+        raise ConfigError(f"trainer.accelerator={accelerator!r}: accepted: {', '.join(ACCELERATORS)}")
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"trainer.accelerator={accelerator!r}: this machine has no CUDA GPU; accepted: auto, cpu")
 
-    _check_num_classes(cfg)  # first: the model's num_classes interpolates data.num_classes
-    _check_model(cfg)
+
+def _check_optimizer(cfg: DictConfig) -> None:
+    """The optimizer's and schedule's hyperparameters by :class:`ImageClassifier`'s rules, before
+    anything is written (the module checks them again when it is built outside a run)."""
+    from alexnet_study.module import OPTIMIZER_RULES, SCHEDULER_RULES, check_hyperparameters
+
+    check_hyperparameters("optim", cfg.optim, OPTIMIZER_RULES)
+    if isinstance(cfg.sched.get("scheduler"), DictConfig):
+        check_hyperparameters("sched.scheduler", cfg.sched.scheduler, SCHEDULER_RULES)
 
 
 def _check_model(cfg: DictConfig) -> None:

@@ -97,6 +97,25 @@ def multirun_in_process(monkeypatch: pytest.MonkeyPatch, root: Path, *overrides:
     return sweeps[0]
 
 
+def cli_in_process(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], root: Path, *args: str
+) -> tuple[int, list[str]]:
+    """``python -m alexnet_study paths.root_dir=ROOT ARGS`` in this process: its exit status and the
+    lines of its output that say ``[ERROR]``."""
+    monkeypatch.setattr(sys, "argv", ["alexnet_study", f"paths.root_dir={root}", *args])
+    monkeypatch.chdir(root)
+    GlobalHydra.instance().clear()
+    try:
+        entry_point()
+        status = 0
+    except SystemExit as stop:
+        status = stop.code if isinstance(stop.code, int) else 1
+    finally:
+        GlobalHydra.instance().clear()
+    captured = capsys.readouterr()
+    return status, [line for line in (captured.out + captured.err).splitlines() if "[ERROR]" in line]
+
+
 def make_job(sweep: Path, number: int, overrides: list[str], **metrics: object) -> None:
     """A fake sweep job dir: Hydra's ``overrides.yaml`` and a ``metrics.json`` (status ok unless given)."""
     job = sweep / str(number)
@@ -132,3 +151,12 @@ def cifar10_jpg_subset(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 counts[key] = counts.get(key, 0) + 1
                 tar.extract(member, target, filter="data")
     return target / "cifar10-jpg"
+
+
+def allow_targets(monkeypatch: pytest.MonkeyPatch, prefixes: str = "tests") -> None:
+    """Widen the ``_target_`` allowlist to ``prefixes`` as ALEXNET_STUDY_EXTRA_TARGETS does: in the
+    environment (for processes started from here) and in this process, which read it at import."""
+    from alexnet_study import validate
+
+    monkeypatch.setenv(validate.EXTRA_TARGETS_ENV, prefixes)
+    monkeypatch.setattr(validate, "EXTRA_TARGET_PREFIXES", validate._prefixes(prefixes))

@@ -22,9 +22,9 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from alexnet_study import requeue
 from alexnet_study.checkpointing import LAST
 from alexnet_study.train import build_trainer, run
-from alexnet_study.validate import EXTRA_TARGETS_ENV, check_targets
+from alexnet_study.validate import check_targets
 
-from .conftest import REPO_ROOT, TINY, multirun_in_process
+from .conftest import REPO_ROOT, TINY, allow_targets, multirun_in_process
 
 SLURM_JOB = [
     "hydra/launcher=slurm", "hydra.launcher.partition=gpu", "hydra.launcher.timeout_min=90",
@@ -93,7 +93,7 @@ def test_requeue_signal_stops_training_at_a_batch_end_then_submitit_requeues(mak
     """In a submitit job, its USR2 does what SIGTERM does (last.ckpt at the end of the batch), and only
     then reaches submitit's handler, which requeues the job."""
     monkeypatch.setenv("SUBMITIT_EXECUTOR", "local")
-    monkeypatch.setenv(EXTRA_TARGETS_ENV, "tests")
+    allow_targets(monkeypatch, "tests")
     received: list[int] = []
 
     def submitit_handler(signum: int, frame: Any) -> None:
@@ -120,7 +120,7 @@ def test_requeue_signal_stops_training_at_a_batch_end_then_submitit_requeues(mak
 def test_a_requeued_sweep_job_resumes_from_its_own_checkpoint(monkeypatch, tmp_path: Path) -> None:
     """hydra/launcher=submitit_local: the job gets USR2 at step 6, saves last.ckpt, is requeued by
     submitit (the pickled launcher: same sweep config, same job number) and resumes in the same dir."""
-    monkeypatch.setenv(EXTRA_TARGETS_ENV, "tests")
+    allow_targets(monkeypatch, "tests")
     monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))  # the job's process finds tests.test_reliability
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     sweep = multirun_in_process(monkeypatch, tmp_path, *TINY, "~callbacks.dataset_views",

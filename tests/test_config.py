@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import subprocess
 import sys
@@ -136,3 +137,58 @@ def test_conf_ships_in_the_wheel_and_is_found_there(tmp_path: Path) -> None:
     assert model == "alexnet_2012"
     assert sweeper == "hydra_plugins.alexnet_study_sweeper.optuna_sweeper"  # Hydra discovers it
     assert Path(plugin_file).is_relative_to(tmp_path / "site")
+
+
+# -- the _target_ allowlist -------------------------------------------------------------------------------
+def _code_loaders() -> list[object]:
+    """Callables that import modules, unpickle files, load libraries or run commands or code."""
+    import builtins
+    import ctypes
+    import importlib
+    import pickle
+    import runpy
+    import subprocess as sp
+
+    loaders: list[object] = [
+        importlib.import_module, importlib.reload, builtins.__import__, builtins.open, builtins.exec,
+        builtins.eval, builtins.compile, pickle.load, pickle.loads, pickle.Unpickler, ctypes.CDLL,
+        ctypes.cdll.LoadLibrary, ctypes.PyDLL, os.system, os.popen, os.execv, os.execvp, os.spawnv,
+        runpy.run_path, runpy.run_module, sp.run, sp.Popen, sp.call, sp.check_call, sp.check_output,
+        sp.getoutput, torch.load, torch.jit.load, torch.hub.load, torch.ops.load_library, torch.ops.import_module,
+        torch.utils.cpp_extension.load, torch.utils.cpp_extension.load_inline,
+    ]  # fmt: skip
+    return loaders
+
+
+ALLOWED_MODULES = (
+    "torch.optim", "torch.nn.modules.loss", "lightning.pytorch", "torchmetrics", "alexnet_study",
+    "hydra._internal.core_plugins", "hydra_plugins", "logging", "colorlog",
+)  # fmt: skip
+
+
+def test_nothing_on_the_allowlist_can_load_code() -> None:
+    import torch.utils.cpp_extension  # noqa: F401
+
+    from alexnet_study.validate import ALLOWED_TARGETS, allowed_callables
+
+    allowed = allowed_callables()
+    assert set(ALLOWED_TARGETS) - {name for name, _ in allowed.values()} <= {"colorlog.ColoredFormatter"}
+    loaders = {id(f) for f in _code_loaders()}
+    for name, obj in allowed.values():
+        assert id(obj) not in loaders, name
+        assert isinstance(obj, type) or inspect.isfunction(obj), f"{name} is neither a class nor a function"
+        assert obj.__module__.startswith(ALLOWED_MODULES), f"{name} comes from {obj.__module__}"
+        assert not any(part.startswith("_") for part in name.split(".")[-1:]), name
+
+
+def test_every_target_in_conf_is_on_the_allowlist() -> None:
+    from alexnet_study.validate import target_problem
+
+    targets = {
+        line.split(":", 1)[1].strip()
+        for path in CONF.rglob("*.yaml")
+        for line in path.read_text().splitlines()
+        if line.strip().startswith("_target_:")
+    }
+    assert len(targets) > 20
+    assert {target: target_problem(target) for target in targets} == dict.fromkeys(targets)

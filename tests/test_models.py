@@ -793,7 +793,7 @@ CONFIG_ERRORS = [
     ({"init": "orthogonal"}, ["model.init='orthogonal'", "default, he, xavier, paper"]),
     ({"avgpool": 0}, ["model.avgpool=0", ">= 1"]),
     ({"num_classes": 1}, ["model.num_classes=1", ">= 2"]),
-    ({"input_size": 0}, ["model.input_size=0", ">= 1"]),
+    ({"input_size": 0}, ["model.input_size=0", "in 1..1024"]),
     ({"in_channels": 0}, ["model.in_channels=0", ">= 1"]),
 ]
 

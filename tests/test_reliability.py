@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import pickle
 import re
 import shutil
 import signal
@@ -24,6 +25,7 @@ import torch
 from torch import nn
 
 from alexnet_study.checkpointing import LAST, LastCheckpoint, previous_path
+from alexnet_study.cli import check_command_line
 from alexnet_study.errors import CheckpointError, ConfigError, DivergenceError, check_int
 from alexnet_study.guards import DivergenceGuard
 from alexnet_study.provenance import git_state
@@ -31,7 +33,7 @@ from alexnet_study.train import run
 from alexnet_study.validate import EXTRA_TARGETS_ENV, validate_config
 
 from . import conftest
-from .conftest import REPO_ROOT, TINY
+from .conftest import REPO_ROOT, TINY, allow_targets
 
 THREADS = min(2, os.cpu_count() or 1)  # as conftest's _few_threads: CPU results depend on the thread count
 # Three epochs of 10 steps; last.ckpt every 4 steps as well as at each epoch end.
@@ -238,7 +240,7 @@ def test_corrupt_last_checkpoint_falls_back_to_the_previous_one_or_stops(
     make_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ckpt_dir = tmp_path / "run" / "checkpoints"
-    monkeypatch.setenv(EXTRA_TARGETS_ENV, "tests")
+    allow_targets(monkeypatch, "tests")
     with pytest.raises(Crash):  # at step 12: last.ckpt holds step 10 (epoch 0's end), last.prev.ckpt step 8
         run(
             make_cfg(
@@ -257,7 +259,7 @@ def test_corrupt_last_checkpoint_falls_back_to_the_previous_one_or_stops(
     # Nothing to fall back on: an error naming the file, never a silent fresh start.
     last.write_bytes(b"not a checkpoint")
     previous.unlink(missing_ok=True)
-    with pytest.raises(CheckpointError, match=re.escape(f"{last}: unreadable checkpoint")):
+    with pytest.raises(CheckpointError, match=re.escape(f"{str(last)!r}: unreadable checkpoint")):
         run(make_cfg(*RESUMABLE))
     assert read_json(tmp_path / "run" / "metrics.json")["status"] == "failed"
 
@@ -300,7 +302,7 @@ def test_failed_save_keeps_the_previous_checkpoint_and_stops_clearly(
 def test_nan_loss_stops_the_run_and_no_nan_weights_are_saved(
     make_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(EXTRA_TARGETS_ENV, "tests")
+    allow_targets(monkeypatch, "tests")
     cfg = make_cfg(*TINY, "trainer.max_epochs=3", "loss._target_=tests.test_reliability.NaNAfter", "+loss.after=12")
     with pytest.raises(DivergenceError, match=r"loss became nan at epoch 1, step 12 \(learning rate [0-9.e-]+\)"):
         run(cfg)
@@ -340,8 +342,8 @@ BAD_CONFIGS = [
     ("optim._target_=torch", "optim._target_='torch': no such class"),  # no dot at all
     ("model.dropout=[1.0]", "model.dropout[0]=1.0: must be a probability in [0, 1)"),
     ("model.dropout=[-0.1]", "model.dropout[0]=-0.1: must be a probability in [0, 1)"),
-    ("optim.lr=0", "optim.lr=0: must be a number > 0"),
-    ("optim.lr=-0.1", "optim.lr=-0.1: must be a number > 0"),
+    ("optim.lr=0", "optim.lr=0: must be a finite number > 0"),
+    ("optim.lr=-0.1", "optim.lr=-0.1: must be a finite number > 0"),
     ("data.batch_size=0", "data.batch_size=0: must be an integer >= 1"),
     ("data.eval_batch_size=-4", "data.eval_batch_size=-4: must be an integer >= 1"),
     ("model.conv_strides=[0,1]", "model.conv_strides[0]=0: must be an integer >= 1"),
@@ -350,14 +352,14 @@ BAD_CONFIGS = [
     ("model.conv_depth=3", "model.conv_depth=3: this preset has 2 conv layers; accepted: 1..2"),
     ("model.fc_depth=5", "model.fc_depth=5: accepted: 1..4"),
     ("model.num_classes=7", "model.num_classes=7: the data has data.num_classes=10"),
-    ("loss.label_smoothing=1.5", "loss.label_smoothing=1.5: must be a number >= 0 and < 1"),
+    ("loss.label_smoothing=1.5", "loss.label_smoothing=1.5: must be a finite number >= 0 and < 1"),
 ]
 
 
 @pytest.mark.parametrize(("override", "message"), BAD_CONFIGS, ids=[o for o, _ in BAD_CONFIGS])
 def test_bad_config_value_is_one_clear_line(make_cfg, override: str, message: str) -> None:
     with pytest.raises(ConfigError) as err:
-        validate_config(make_cfg(*TINY, override))
+        run(make_cfg(*TINY, override))  # checked where the value is used, before any data is read
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
@@ -420,11 +422,11 @@ def test_allowlist_can_be_extended_only_from_the_environment(make_cfg, monkeypat
     cfg = make_cfg(*TINY, "+callbacks.stop._target_=tests.test_reliability.StopAtStep", "+callbacks.stop.step=1")
     with pytest.raises(ConfigError, match=r"tests\.test_reliability\.StopAtStep"):
         validate_config(cfg)
-    monkeypatch.setenv(EXTRA_TARGETS_ENV, "tests")
+    allow_targets(monkeypatch, "tests")
     validate_config(cfg)
-    monkeypatch.setenv(EXTRA_TARGETS_ENV, "tests.test_reliability")
+    allow_targets(monkeypatch, "tests.test_reliability")
     validate_config(cfg)
-    monkeypatch.setenv(EXTRA_TARGETS_ENV, "test")  # whole module names only: "test" is not "tests"
+    allow_targets(monkeypatch, "test")  # whole module names only: "test" is not "tests"
     with pytest.raises(ConfigError):
         validate_config(cfg)
 
@@ -445,6 +447,93 @@ def test_cli_refuses_bad_overrides_in_one_line_before_hydra_acts(tmp_path: Path)
     assert exec_.returncode == 2
     assert len(error_lines(exec_)) == 1 and "hydra.callbacks.x._target_='builtins.exec': not allowed" in exec_.stderr
     assert not (tmp_path / "PWNED").exists() and not (tmp_path / "outputs").exists()
+
+
+# Each way a config once ran code despite the allowlist, one test each.
+def test_a_target_made_by_a_resolver_at_resolution_time_is_checked(make_cfg, tmp_path: Path) -> None:
+    """A ``_target_`` inside a plain dict that ``${oc.decode:...}`` makes of a string stored elsewhere."""
+    payload = "'{_target_: builtins.open, file: PWNED, mode: w}'"
+    cfg = make_cfg(*TINY, f"+stash={payload}", "+callbacks.x='${oc.decode:${stash}}'")
+    with pytest.raises(ConfigError, match=r"^callbacks\.x\._target_='builtins\.open': not allowed"):
+        validate_config(cfg)
+    hidden = [f"+hydra.job.env_set.STASH={payload}", "+hydra.callbacks.x='${oc.decode:${hydra.job.env_set.STASH}}'"]
+    with pytest.raises(ConfigError, match=r"^hydra\.callbacks\.x\._target_='builtins\.open': not allowed"):
+        check_command_line(hidden)
+    assert not (tmp_path / "PWNED").exists()
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "torch.ops.import_module",  # importlib.import_module
+        "torch.cuda.memory.CUDAPluggableAllocator",  # opens a shared library
+        "torch.distributed.checkpoint.state_dict_loader.load",  # unpickles the checkpoint's metadata
+        "alexnet_study.checkpointing.torch.load",  # a refused function under a permitted module's name
+    ],
+)
+def test_only_the_listed_callables_pass_whatever_package_they_are_in(make_cfg, target: str) -> None:
+    import alexnet_study.checkpointing  # noqa: F401  (so that its module attribute ``torch`` resolves)
+
+    with pytest.raises(ConfigError, match=r"^callbacks\.x\._target_='.*': (not allowed|no such class)"):
+        validate_config(make_cfg(*TINY, f"+callbacks.x._target_={target}"))
+
+
+def test_identity_not_the_name_decides(make_cfg) -> None:
+    """The same class under another module's name is the same callable: allowed."""
+    validate_config(make_cfg(*TINY, "optim._target_=torch.optim.sgd.SGD"))
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [["--config-dir", "{tmp}"], ["-cd", "{tmp}"], ["--config-path", str(REPO_ROOT / "conf")], ["--info", "all"], []],
+    ids=["--config-dir", "-cd", "--config-path", "--info", "none"],
+)
+def test_the_command_line_is_checked_whatever_flags_are_given(tmp_path: Path, flags: list[str]) -> None:
+    flags = [flag.format(tmp=tmp_path) for flag in flags]
+    with pytest.raises(ConfigError, match=r"^hydra\.callbacks\.x\._target_='builtins\.exec': not allowed"):
+        check_command_line([*flags, "+hydra.callbacks.x._target_=builtins.exec"])
+    with pytest.raises(ConfigError, match=r"^hydra\.job_logging\.handlers\.console\.class='os\.system': not allowed"):
+        check_command_line([*flags, "hydra.job_logging.handlers.console.class=os.system"])
+
+
+def test_the_allowlist_is_widened_only_by_the_environment_the_process_started_in(
+    make_cfg, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(ConfigError, match=r"^hydra\.job\.env_set\.ALEXNET_STUDY_EXTRA_TARGETS='builtins': refused"):
+        check_command_line(["+hydra.job.env_set.ALEXNET_STUDY_EXTRA_TARGETS=builtins"])
+    with pytest.raises(ConfigError, match=r"^hydra\.job\.env_set\.LD_PRELOAD='/tmp/x\.so': refused"):
+        check_command_line(["+hydra.job.env_set.LD_PRELOAD=/tmp/x.so"])
+    monkeypatch.setenv(EXTRA_TARGETS_ENV, "builtins")  # as env_set does, after the process started
+    with pytest.raises(ConfigError, match=r"callbacks\.x\._target_='builtins\.print': not allowed"):
+        validate_config(make_cfg(*TINY, "+callbacks.x._target_=builtins.print"))
+
+
+class _Rerun:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, tuple[Path]]:
+        return Path.touch, (self.marker,)
+
+
+def test_experimental_rerun_is_refused_without_reading_the_file(tmp_path: Path) -> None:
+    pickled = tmp_path / "config.pickle"
+    pickled.write_bytes(pickle.dumps(_Rerun(tmp_path / "PWNED")))
+    with pytest.raises(ConfigError, match=r"^--experimental-rerun '.*config\.pickle': refused: it unpickles the file"):
+        check_command_line(["--experimental-rerun", str(pickled)])
+    assert not (tmp_path / "PWNED").exists()
+
+
+@pytest.mark.slow
+def test_cli_refuses_code_loading_flags_and_targets_in_one_line(tmp_path: Path) -> None:
+    pickled = tmp_path / "config.pickle"
+    pickled.write_bytes(pickle.dumps(_Rerun(tmp_path / "PWNED")))
+    rerun = run_cli("--experimental-rerun", str(pickled), cwd=tmp_path)
+    assert rerun.returncode == 2 and len(error_lines(rerun)) == 1, rerun.stderr
+    assert "--experimental-rerun" in error_lines(rerun)[0] and not (tmp_path / "PWNED").exists()
+    callback = run_cli("-cd", str(tmp_path), "+hydra.callbacks.x._target_=builtins.exec", cwd=tmp_path)
+    assert callback.returncode == 2 and len(error_lines(callback)) == 1, callback.stderr
+    assert not (tmp_path / "outputs").exists()
 
 
 # -- provenance and reproducibility ----------------------------------------------------------------

@@ -12,9 +12,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from alexnet_study.errors import DataError
 from alexnet_study.train import run
-from alexnet_study.validate import EXTRA_TARGETS_ENV
 
-from .conftest import run_cli
+from .conftest import allow_targets, run_cli
 
 
 def only_run_dir(cwd: Path) -> Path:
@@ -103,7 +102,7 @@ class InterruptAfterFirstBatch(L.Callback):
 
 
 def test_interrupted_run_says_so_in_metrics(make_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(EXTRA_TARGETS_ENV, "tests")  # the _target_ allowlist's escape hatch
+    allow_targets(monkeypatch, "tests")  # the _target_ allowlist's escape hatch
     cfg = make_cfg("+callbacks.interrupt._target_=tests.test_train.InterruptAfterFirstBatch", tiny=True)
     sigint = signal.getsignal(signal.SIGINT)
     try:

@@ -161,7 +161,7 @@ def test_a_weight_file_with_a_pickle_payload_is_refused(make_cfg, tmp_path: Path
     torch.save({"features.0.weight": torch.zeros(64, 3, 11, 11), "extra": Payload(marker)}, path)
     cfg = make_cfg("model=alexnet", "data=synthetic", "model.pretrained=true", f"model.weights_path={path}")
     with pytest.raises(
-        DataError, match=r"evil.pth: refused: torch.load\(weights_only=True\) found more than tensors"
+        DataError, match=r"evil.pth': refused: torch.load\(weights_only=True\) found more than tensors"
     ) as error:
         instantiate(cfg.model)
     assert "(Unsupported global: GLOBAL " in str(error.value) and "\n" not in str(error.value)

@@ -16,7 +16,7 @@ import lightning as L
 import torch
 
 from alexnet_study.data.transforms import Augment, DeviceTransform
-from alexnet_study.errors import ConfigError, DataError, check_int
+from alexnet_study.errors import ConfigError, DataError, check_int, check_number
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +64,7 @@ def stratified_split(
     Seeded and independent of the global RNG, so the same seed always gives the same split.
     ``key`` names the config key in the error for a fraction outside [0, 1).
     """
-    if not 0.0 <= fraction < 1.0:
-        raise ConfigError(f"{key}={fraction}: must be in [0, 1)")
+    check_number(key, fraction, 0, below=1)
     generator = torch.Generator().manual_seed(seed)
     kept, held = [], []
     for cls in torch.unique(labels).tolist():
@@ -123,8 +122,6 @@ class DeviceBatchLoader:
     """
 
     def __init__(self, split: Split, batch_size: int, sampler: EpochSampler, drop_last: bool = False) -> None:
-        if batch_size < 1:
-            raise ConfigError(f"data.batch_size={batch_size}: must be >= 1")
         self.split, self.batch_size, self.sampler, self.drop_last = split, batch_size, sampler, drop_last
         # Lightning inspects DataLoader-like objects: the sampler (for set_epoch) and this one.
         self.batch_sampler = None
@@ -206,8 +203,7 @@ class DeviceDataModule(L.LightningDataModule):
         check_int("data.batch_size", batch_size, 1)
         if eval_batch_size is not None:
             check_int("data.eval_batch_size", eval_batch_size, 1)
-        if not 0.0 <= val_fraction < 1.0:
-            raise ConfigError(f"data.val_fraction={val_fraction}: must be in [0, 1)")
+        check_number("data.val_fraction", val_fraction, 0, below=1)
         self.num_classes = num_classes
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size

@@ -8,7 +8,7 @@ import torch
 from torch.nn import functional as F
 
 from alexnet_study.data.base import Dataset, DeviceDataModule, Split
-from alexnet_study.errors import ConfigError
+from alexnet_study.errors import check_int, check_number
 
 
 class SyntheticDataModule(DeviceDataModule):
@@ -32,8 +32,10 @@ class SyntheticDataModule(DeviceDataModule):
     ) -> None:
         super().__init__(**kwargs)
         for key, value in (("train_size", train_size), ("stored_size", stored_size)):
-            if value < 1:
-                raise ConfigError(f"data.{key}={value}: must be >= 1")
+            check_int(f"data.{key}", value, 1)
+        for key, value in (("val_size", val_size), ("test_size", test_size)):
+            check_int(f"data.{key}", value, 0)
+        check_number("data.noise", noise, 0, hint="(the pixel noise's standard deviation)")
         self.sizes = {"train": train_size, "val": val_size, "test": test_size}
         self.stored_size, self.noise, self.data_seed = stored_size, noise, data_seed
 

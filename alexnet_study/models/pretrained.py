@@ -26,7 +26,7 @@ import torch
 import torchvision
 from torch import nn
 
-from alexnet_study.errors import ConfigError, DataError
+from alexnet_study.errors import ConfigError, DataError, first_line, quoted, unpickling_detail
 
 log = logging.getLogger(__name__)
 
@@ -74,20 +74,20 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        # torch's message opens with how to load the file unsafely; keep only what it found.
-        found = re.search(r"WeightsUnpickler error: ([^.]*)", str(err))
-        detail = found.group(1) if found else type(err).__name__
         raise DataError(
-            f"{path}: refused: torch.load(weights_only=True) found more than tensors in it ({detail}); "
-            "weight files must hold a plain state_dict (re-save it with torch.save(model.state_dict(), path))"
+            f"{quoted(path)}: refused: torch.load(weights_only=True) found more than tensors in it "
+            f"({unpickling_detail(err)}); weight files must hold a plain state_dict (re-save it with "
+            "torch.save(model.state_dict(), path))"
         ) from None
     except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile) as err:
         raise DataError(
-            f"{path}: not a readable weight file ({type(err).__name__}: {err}); download it again"
+            f"{quoted(path)}: not a readable weight file ({type(err).__name__}: {first_line(err)}); download it again"
         ) from None
     state = loaded.get("state_dict", loaded) if isinstance(loaded, Mapping) else loaded
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise DataError(f"{path}: holds a {type(loaded).__name__}, not a state_dict (parameter names -> tensors)")
+        raise DataError(
+            f"{quoted(path)}: holds a {type(loaded).__name__}, not a state_dict (parameter names -> tensors)"
+        )
     if any(key.startswith("net.") for key in state):
         state = {key.removeprefix("net."): value for key, value in state.items() if key.startswith("net.")}
     return dict(state)

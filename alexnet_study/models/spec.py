@@ -70,6 +70,9 @@ class ModelSpec:
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
+MAX_INPUT_SIZE = 1024  # 4.5x AlexNet's 227
+
+
 def _key(name: str) -> str:
     return f"model.{name}"
 
@@ -84,6 +87,20 @@ def _check_rate(key: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value < 1.0:
         raise ConfigError(f"{key}={value!r}: must be a probability in [0, 1)")
     return float(value)
+
+
+def _check_bool(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}={value!r}: accepted: true, false")
+    return value
+
+
+def check_input_size(key: str, value: Any, minimum: int = 1) -> int:
+    """Pixels per side of the network's input: at most MAX_INPUT_SIZE (beyond, one batch of
+    activations takes terabytes)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= MAX_INPUT_SIZE:
+        raise ConfigError(f"{key}={value!r}: must be an integer in {minimum}..{MAX_INPUT_SIZE} (pixels per side)")
+    return value
 
 
 def _as_list(key: str, value: Any) -> list[Any]:
@@ -239,7 +256,7 @@ def resolve_spec(
         hidden=tuple(hidden_widths),
         dropout=tuple(rates),
         dropout_position=_check_choice(_key("dropout_position"), dropout_position, DROPOUT_POSITIONS),
-        dropconnect=bool(dropconnect),
+        dropconnect=_check_bool(_key("dropconnect"), dropconnect),
         avgpool=None if avgpool is None else check_int(_key("avgpool"), avgpool, 1),
         activation=_check_choice(_key("activation"), activation, activations),
         fc_activation=_check_choice(_key("fc_activation"), fc_activation or activation, activations),
@@ -247,7 +264,7 @@ def resolve_spec(
         init=_check_choice(_key("init"), init, INITS),
         in_channels=check_int(_key("in_channels"), in_channels, 1),
         num_classes=check_int(_key("num_classes"), num_classes, 2),
-        input_size=check_int(_key("input_size"), input_size, 1),
+        input_size=check_input_size(_key("input_size"), input_size),
         name=name,
         extra={k: v for k, v in extra.items() if not k.startswith("_")},
     )

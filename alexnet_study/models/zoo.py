@@ -10,6 +10,7 @@ from torch import nn
 from torchvision.models import VGG, ResNet
 
 from alexnet_study.errors import ConfigError, check_int
+from alexnet_study.models.spec import check_input_size
 from alexnet_study.models.transfer import TransferOptions, prepare
 
 # Both downsample by 32: a smaller input has no feature map left before the classifier.
@@ -35,8 +36,7 @@ def build_torchvision(
     if arch not in torchvision_archs():
         raise ConfigError(f"model.arch={arch!r}: unknown; accepted: {', '.join(torchvision_archs())}")
     check_int("model.num_classes", num_classes, 2)
-    if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < MIN_INPUT_SIZE:
-        raise ConfigError(f"model.input_size={input_size!r}: {arch} needs at least {MIN_INPUT_SIZE} pixels")
+    check_input_size("model.input_size", input_size, MIN_INPUT_SIZE)
     net = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
     assert isinstance(net, ResNet | VGG)
     reference = functools.partial(torchvision.models.get_model, arch, weights=None)
