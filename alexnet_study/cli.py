@@ -19,6 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 from alexnet_study.config import _compose_as_command_line, config_dir
 from alexnet_study.distributed import check_launch
 from alexnet_study.errors import ConfigError
+from alexnet_study.records import refuse_over_finished_run
 from alexnet_study.validate import check_targets
 
 # Composing takes ~30 ms a job; beyond this many jobs Hydra's own pre-launch check takes over.
@@ -39,10 +40,21 @@ def check_command_line(argv: Sequence[str]) -> None:
     parsed = _parse(overrides)
     _check_group_choices(parsed)
     jobs = _jobs(parsed, overrides) if args.multirun else [overrides]
-    for job in jobs[:MAX_JOBS_CHECKED]:
+    for number, job in enumerate(jobs[:MAX_JOBS_CHECKED]):
         cfg = _compose(args.config_name or "config", job)
         check_targets(cfg)
         _check_launch(cfg, job, multirun=args.multirun)
+        # Before Hydra writes the job's .hydra/: a finished run in that dir is left as it was.
+        if not args.multirun:
+            refuse_over_finished_run(cfg, None)
+        elif _numbers_jobs_in_order(cfg):
+            refuse_over_finished_run(cfg, number)
+
+
+def _numbers_jobs_in_order(cfg: Any) -> bool:
+    """Whether the sweeper runs the jobs of :func:`_jobs` as jobs 0, 1, ... (Hydra's basic sweeper);
+    an Optuna study picks its own trials."""
+    return str(cfg.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper")
 
 
 def _check_launch(cfg: Any, overrides: list[str], *, multirun: bool) -> None:
