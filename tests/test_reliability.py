@@ -726,3 +726,29 @@ def test_a_full_disk_under_tensorboard_is_one_error_not_hidden_by_the_hparams(
     metrics = read_json(tmp_path / "run" / "metrics.json")
     assert metrics["status"] == "failed" and "TensorBoard" in metrics["error"]
     assert read_json(tmp_path / "run" / "provenance.json")["status"] == "failed"
+
+
+@pytest.mark.slow
+def test_a_real_full_disk_is_one_line_with_no_temporary_files_left(tmp_path: Path) -> None:
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if shutil.which("mount") is None or os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        run_dir = disk / "run"
+        # A ~2 MB network: its weights fit on the 3 MB disk, its full training state (with momentum) does not.
+        result = run_cli(*QUICK, "model.hidden=[2048]", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+        assert result.returncode == 2, result.stderr[-3000:]
+        [line] = error_lines(result)
+        assert re.search(
+            r"could not write checkpoint .*\.ckpt: No space left on device \([0-9.]+ [kMB]+ free there\)", line
+        )
+        assert "Traceback" not in result.stderr and "Logging error" not in result.stderr
+        assert not leftovers(run_dir)
+        assert read_json(run_dir / "metrics.json")["status"] == "failed"
+        assert read_json(run_dir / "provenance.json")["status"] == "failed"
+    finally:
+        subprocess.run(["umount", str(disk)], capture_output=True)
