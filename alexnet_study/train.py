@@ -222,16 +222,18 @@ def _record(target: Path | None, metrics: dict[str, Any], provenance: Provenance
     """Write ``metrics`` into ``target`` (``None``: a finished run's metrics.json, kept as it is) and
     finish ``provenance.json``. If even these cannot be written (a full disk), say so on stderr:
     the console is then the only record of the run. Returns the error to raise when a run that
-    went well could not write its metrics."""
+    went well could not write its metrics (it then reports that as its one error line)."""
     unwritten = None
     if target is not None:
         try:
             write_metrics(target, metrics)
         except OSError as err:
-            _unwritten(target, err)
-            if metrics["status"] == "ok":  # results that are on record nowhere: not a finished run
-                metrics.update(status="failed", error=f"{WriteError.__name__}: {_unwritten_line(target, err)}")
-                unwritten = WriteError(_unwritten_line(target, err))
+            line = _unwritten_line(target, err)
+            if metrics["status"] == "ok":  # results on record nowhere: the run fails, with this line
+                metrics.update(status="failed", error=f"{WriteError.__name__}: {line}")
+                unwritten = WriteError(line)
+            else:  # the run's own error is the line it reports; this one goes beside it
+                _say(line)
     if provenance is not None:
         kept = target is None or target.name != METRICS_FILE
         note = {"note": "nothing left to train; metrics.json kept"} if target is None else {}
@@ -244,7 +246,7 @@ def _record(target: Path | None, metrics: dict[str, Any], provenance: Provenance
                 **note,
             )
         except OSError as err:
-            _unwritten(provenance.path, err)
+            _say(_unwritten_line(provenance.path, err))
     return unwritten
 
 
@@ -252,9 +254,8 @@ def _unwritten_line(path: Path, err: OSError) -> str:
     return f"could not write {path}: {err.strerror or err} ({space_left(path.parent)} there)"
 
 
-def _unwritten(path: Path, err: OSError) -> None:
-    line = _unwritten_line(path, err)
-    log.error("%s", line)
+def _say(line: str) -> None:
+    """On stderr, not through logging: the log file may be on the very disk that is full."""
     print(f"[alexnet_study][ERROR] - {line}", file=sys.stderr, flush=True)
 
 

@@ -26,7 +26,7 @@ from torch import nn
 
 from alexnet_study import checkpointing
 from alexnet_study.checkpointing import LAST, LastCheckpoint, previous_path
-from alexnet_study.errors import CheckpointError, ConfigError, DivergenceError, WriteError, check_int
+from alexnet_study.errors import CheckpointError, ConfigError, DataError, DivergenceError, WriteError, check_int
 from alexnet_study.guards import DivergenceGuard
 from alexnet_study.provenance import git_state
 from alexnet_study.train import run
@@ -685,16 +685,24 @@ def test_an_unrelated_error_inside_a_checkpoint_save_stays_itself(
     assert not leftovers(tmp_path / "run")
 
 
-def test_a_full_disk_at_metrics_json_fails_the_run_and_says_so(
-    make_cfg, tmp_path: Path, disk_fills_on_write, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_a_full_disk_at_metrics_json_fails_the_run_and_says_so(make_cfg, tmp_path: Path, disk_fills_on_write) -> None:
     disk_fills_on_write("metrics.json")
     with pytest.raises(WriteError, match=r"could not write .*/run/metrics\.json: No space left on device \(.* free"):
         run(make_cfg(*TINY, "trainer.max_epochs=1"))
-    assert "could not write" in capsys.readouterr().err
     assert not (tmp_path / "run" / "metrics.json").exists() and not leftovers(tmp_path / "run")
     provenance = read_json(tmp_path / "run" / "provenance.json")
     assert provenance["status"] == "failed" and "metrics.json" in provenance["attempts"][-1]["error"]
+
+
+def test_a_failed_run_that_cannot_write_its_metrics_says_so_on_stderr(
+    make_cfg, tmp_path: Path, disk_fills_on_write, capsys: pytest.CaptureFixture[str]
+) -> None:
+    disk_fills_on_write("metrics.json")
+    missing = f"data.root={tmp_path / 'nowhere'}"
+    with pytest.raises(DataError, match="no train/ folder"):  # the run's own error stays the one raised
+        run(make_cfg("data=image_folder", missing, "data.num_classes=10", "model=convnet", "trainer=cpu"))
+    assert re.search(r"could not write .*/run/metrics\.json: No space left on device", capsys.readouterr().err)
+    assert read_json(tmp_path / "run" / "provenance.json")["status"] == "failed" and not leftovers(tmp_path / "run")
 
 
 def test_a_full_disk_at_provenance_json_is_said_on_stderr(
