@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +15,15 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from alexnet_study import plots
 from alexnet_study.data.base import DeviceDataModule
 
+log = logging.getLogger(__name__)
+
 
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+TIMES = ("epoch_s", "train_s", "images_per_s")
 
 
 class EpochRecorder(L.Callback):
@@ -33,6 +40,7 @@ class EpochRecorder(L.Callback):
         self.history: list[dict[str, float]] = []
         self._epoch_start = self._train_end = 0.0
         self._images = 0
+        self.batches_trained = 0  # by this attempt (not in checkpoints): 0 when a resumed run had nothing left
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # A run resumed mid-epoch gets no on_train_epoch_start for that epoch: time it from here
@@ -49,6 +57,7 @@ class EpochRecorder(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         self._images += int(batch[0].shape[0])  # shape is host metadata: no sync
+        self.batches_trained += 1
         if batch_idx + 1 >= trainer.num_training_batches:
             _synchronize(pl_module.device)
             self._train_end = time.perf_counter()
@@ -73,9 +82,12 @@ class EpochRecorder(L.Callback):
         for name, value in trainer.callback_metrics.items():
             if value.numel() == 1 and not name.endswith("_step"):
                 record[name.removesuffix("_epoch")] = float(value)
+        # This epoch's own times: callback_metrics still holds the previous epoch's time/* (logged below).
+        for name in TIMES:
+            record[f"time/{name}"] = record[name]
         self.history.append(record)
         # Equal on every process by now; sync_dist only spares the warning Lightning gives under DDP.
-        for name in ("epoch_s", "train_s", "images_per_s"):
+        for name in TIMES:
             pl_module.log(f"time/{name}", record[name], sync_dist=True, reduce_fx="max")
 
     # In checkpoints: a resumed run's metrics.json has the whole history, not just its own epochs.
@@ -98,6 +110,28 @@ class EpochRecorder(L.Callback):
             # the first epoch pays for warm-up (cuDNN autotuning, compilation): report both
             "images_per_s_after_first_epoch": sum(r["images"] for r in steady) / steady_s if steady_s else 0.0,
         }
+
+
+class LogEveryEpoch(L.Callback):
+    """Lowers ``trainer.log_every_n_steps`` to the number of training batches when an epoch has
+    fewer: step-level values (``lr``, ``train/loss_step``) then reach the loggers at least once
+    per epoch instead of never. Lightning reads them back from the device only at those steps,
+    never per step."""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # Lightning warns about the interval when it first counts the batches, before on_train_start.
+        warnings.filterwarnings("ignore", message=r"The number of training batches .* is smaller than the logging")
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        batches = trainer.num_training_batches
+        if isinstance(batches, int) and 0 < batches < trainer.log_every_n_steps:
+            log.info(
+                "log_every_n_steps=%d > %d training batches: logging every %d",
+                trainer.log_every_n_steps,
+                batches,
+                batches,
+            )
+            trainer.log_every_n_steps = batches
 
 
 class DatasetViews(L.Callback):

@@ -19,7 +19,7 @@ import os
 import pickle
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import lightning as L
 import numpy as np
@@ -28,7 +28,16 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from alexnet_study.errors import CheckpointError, ConfigError, check_int, first_line, quoted, unpickling_detail
+from alexnet_study.errors import (
+    CheckpointError,
+    ConfigError,
+    check_int,
+    first_line,
+    no_space,
+    quoted,
+    space_left,
+    unpickling_detail,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +67,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     Lightning's own writer stages the file in the system temp folder and moves it into place,
     which is a plain (interruptible) copy when that folder is on another filesystem. This one
     writes ``.<name>.tmp`` next to the target, fsyncs it and ``os.replace``-s it. A failed write
-    (disk full, no permission) removes the temporary file and raises :class:`CheckpointError`;
-    the checkpoint already there stays as it was.
+    (disk full, no permission) raises :class:`CheckpointError` naming the file (and, for a full
+    disk, the space left); the checkpoint already there stays as it was. Whatever stops a save,
+    the temporary file is removed.
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
@@ -74,29 +84,67 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 # Room first: at most two full copies (the current one and the new one) on disk at once.
                 previous.unlink(missing_ok=True)
             with open(tmp, "wb") as file:
-                torch.save(checkpoint, file)
+                _save(checkpoint, file)
                 file.flush()
                 os.fsync(file.fileno())
             if path.exists():
                 os.replace(path, previous)
             os.replace(tmp, path)
             _fsync_dir(path.parent)
-        except OSError as err:
+        except BaseException as err:
             with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
+                tmp.unlink(missing_ok=True)  # never a partial file left behind, whatever went wrong
+            if not isinstance(err, OSError):
+                raise
             kept = (
                 f"{path} still holds the previous state"
                 if path.exists()
                 else "the checkpoints already there are intact"
             )
+            # Measured after the partial file is gone: what the next attempt will find.
+            reason = (
+                f"{err.strerror or err} ({space_left(path.parent)} there)" if no_space(err) else err.strerror or err
+            )
             raise CheckpointError(
-                f"could not write checkpoint {path}: {err.strerror or err}; {kept}. Free disk space or make "
+                f"could not write checkpoint {path}: {reason}; {kept}. Free disk space or make "
                 f"{path.parent} writable, then run the same command again to resume from {LAST}"
             ) from err
 
     def remove_checkpoint(self, path: Any) -> None:
         super().remove_checkpoint(path)
         previous_path(Path(path)).unlink(missing_ok=True)
+
+
+class _RecordingWriter:
+    """The file object handed to ``torch.save``, keeping the :class:`OSError` of a failed write:
+    torch's zip writer reports one as a ``RuntimeError`` ("unexpected pos ...") that names neither
+    the errno nor the file."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self.file = file
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def flush(self) -> None:
+        self.file.flush()
+
+
+def _save(checkpoint: dict[str, Any], file: BinaryIO) -> None:
+    """``torch.save`` into ``file``; a failed write raises its own :class:`OSError`, any other error as itself."""
+    writer = _RecordingWriter(file)
+    try:
+        torch.save(checkpoint, writer)  # type: ignore[arg-type]
+    except RuntimeError as err:
+        failed_write = writer.error or no_space(err)
+        if failed_write is None:
+            raise  # not a write failure (e.g. an object that cannot be pickled): not ours to rename
+        raise failed_write from err
 
 
 class LastCheckpoint(Checkpoint):

@@ -23,6 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 from alexnet_study.config import _compose_as_command_line, config_dir
 from alexnet_study.distributed import check_launch
 from alexnet_study.errors import ConfigError, quoted
+from alexnet_study.records import refuse_over_finished_run
 from alexnet_study.validate import check_groups, check_targets
 
 _NOISE = ("Set the environment variable HYDRA_FULL_ERROR", "full_key:", "object_type=", "See https://hydra.cc")
@@ -54,6 +55,17 @@ def check_command_line(argv: Sequence[str]) -> None:
         check_groups(cfg)
         _check_launch(cfg, job, multirun=args.multirun)  # first: its lines say more than "cannot be resolved"
         check_targets(cfg)
+        # Before Hydra writes the job's .hydra/: a finished run in that dir is left as it was.
+        if not args.multirun:
+            refuse_over_finished_run(cfg, None)
+        elif _numbers_jobs_in_order(cfg):
+            refuse_over_finished_run(cfg, number)
+
+
+def _numbers_jobs_in_order(cfg: Any) -> bool:
+    """Whether the sweeper runs the jobs of :func:`_jobs` as jobs 0, 1, ... (Hydra's basic sweeper);
+    an Optuna study picks its own trials."""
+    return str(cfg.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper")
 
 
 def _check_launch(cfg: Any, overrides: list[str], *, multirun: bool) -> None:

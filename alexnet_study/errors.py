@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import math
+import os
 import re
+import shutil
+from pathlib import Path
 from typing import Any
 
 
@@ -76,3 +80,39 @@ def unpickling_detail(err: BaseException) -> str:
         return found.group(1).split(". ")[0].strip().rstrip(".")
     safe = [line.strip() for line in text.splitlines() if line.strip() and "weights_only" not in line]
     return safe[0] if safe else type(err).__name__
+
+
+class WriteError(StudyError):
+    """A file of the run could not be written (a full disk, no permission); the message names the
+    file (or folder) and the space left there."""
+
+
+def no_space(err: BaseException | None) -> OSError | None:
+    """The ``ENOSPC``/``EDQUOT`` :class:`OSError` behind ``err`` (itself, or in its cause or context
+    chain), or ``None``: libraries wrap a full disk in their own errors (torch.save: a RuntimeError)."""
+    pending, seen = [err], set()
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
+            return current
+        pending += [current.__cause__, current.__context__]
+    return None
+
+
+def space_left(path: str | os.PathLike[str]) -> str:
+    """Free space on the filesystem holding ``path`` (or its nearest existing parent), e.g. ``1.9 MB free``."""
+    folder = Path(path)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        free = float(shutil.disk_usage(folder).free)
+    except OSError:
+        return "free space unknown"
+    units = ("bytes", "kB", "MB", "GB", "TB")
+    index = 0
+    while free >= 1000 and index < len(units) - 1:
+        free, index = free / 1000, index + 1
+    return f"{free:.0f} bytes free" if index == 0 else f"{free:.1f} {units[index]} free"

@@ -8,6 +8,7 @@ it holds the composed config and the command-line overrides.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -21,6 +22,8 @@ from typing import Any
 
 import lightning as L
 import torch
+
+from alexnet_study.errors import space_left
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +39,13 @@ def write_atomically(path: Path, text: str) -> None:
     """Write ``text`` into ``path`` through ``.<name>.tmp`` beside it: a reader (a sweep report, a
     resumed run) sees the old file or the new one, never half of one."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    try:
+        tmp.write_text(text)
+        tmp.replace(path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)  # a full disk leaves no half-written file behind
+        raise
 
 
 def git_state(cwd: Path | None = None) -> dict[str, Any]:
@@ -107,13 +115,20 @@ def dataset_fingerprint(datamodule: Any) -> dict[str, Any]:
 
 
 class Provenance:
-    """The run's ``provenance.json``; :meth:`write` after every change (it is small)."""
+    """The run's ``provenance.json``, written after every change (it is small).
+
+    Each attempt (a run started again in the same directory) is appended to ``attempts`` with its
+    own command and outcome. The top-level fields (command, git, versions, device, dataset, status)
+    say what produced the run's results: once a run has finished ``ok`` they stay until another
+    attempt finishes ``ok`` and replaces those results, so a later failed attempt is listed, but
+    never passes for what produced them.
+    """
 
     def __init__(self, output_dir: Path, cfg: Any) -> None:
         self.path = output_dir / PROVENANCE_FILE
         previous = self._read()
         program = "python -m alexnet_study" if Path(sys.argv[0]).name == "__main__.py" else Path(sys.argv[0]).name
-        self.record: dict[str, Any] = {
+        self.fields: dict[str, Any] = {
             "command": [program, *sys.argv[1:]],
             "seed": cfg.get("seed"),
             "deterministic": cfg.get("trainer", {}).get("deterministic"),
@@ -121,11 +136,25 @@ class Provenance:
             "versions": versions(),
             "device": None,
             "dataset": None,
-            "attempts": previous.get("attempts", []),
         }
-        self.attempt: dict[str, Any] = {"started_at": now(), "finished_at": None, "status": "running"}
-        self.record["attempts"].append(self.attempt)
+        self.finished = (
+            {k: v for k, v in previous.items() if k != "attempts"} if previous.get("status") == "ok" else None
+        )
+        self.attempts: list[dict[str, Any]] = list(previous.get("attempts", []))
+        self.attempt: dict[str, Any] = {
+            "started_at": now(),
+            "finished_at": None,
+            "status": "running",
+            "command": self.fields["command"],
+        }
+        self.attempts.append(self.attempt)
         self.write()
+
+    @property
+    def record(self) -> dict[str, Any]:
+        """What ``provenance.json`` holds."""
+        top = self.finished if self.finished is not None else self.fields
+        return {**top, "attempts": self.attempts}
 
     def _read(self) -> dict[str, Any]:
         try:
@@ -134,21 +163,29 @@ class Provenance:
             return {}
 
     def update(self, **fields: Any) -> None:
-        self.record.update(fields)
+        self.fields.update(fields)
         self.write()
 
-    def finish(self, status: str, **fields: Any) -> None:
+    def finish(self, status: str, *, results: bool = True, **fields: Any) -> None:
+        """Record how this attempt ended; ``results``: whether its metrics are now the run's (an
+        attempt that kept a finished run's metrics, or failed, leaves the top-level fields alone).
+        Raises :class:`OSError` if the file cannot be written."""
         self.attempt.update(finished_at=now(), status=status, **fields)
-        self.record.update(
-            status=status, started_at=self.record["attempts"][0]["started_at"], finished_at=self.attempt["finished_at"]
-        )
-        self.write()
+        if self.finished is None or (status == "ok" and results):
+            self.finished = None
+            self.fields.update(
+                status=status, started_at=self.attempts[0]["started_at"], finished_at=self.attempt["finished_at"]
+            )
+        write_atomically(self.path, self._text())
 
     def write(self) -> None:
         try:
-            write_atomically(self.path, json.dumps(self.record, indent=2, default=str) + "\n")
+            write_atomically(self.path, self._text())
         except OSError as err:  # provenance must never be what fails a run (e.g. a full disk)
-            log.warning("could not write %s: %s", self.path, err)
+            log.warning("could not write %s: %s (%s)", self.path, err, space_left(self.path.parent))
+
+    def _text(self) -> str:
+        return json.dumps(self.record, indent=2, default=str) + "\n"
 
 
 class RecordDataset(L.Callback):
@@ -158,7 +195,7 @@ class RecordDataset(L.Callback):
         self.provenance = provenance
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if self.provenance.record.get("dataset") is None and trainer.datamodule is not None:
+        if self.provenance.fields.get("dataset") is None and trainer.datamodule is not None:
             self.provenance.update(
                 dataset=dataset_fingerprint(trainer.datamodule), device=device_name(trainer.strategy.root_device)
             )

@@ -6,7 +6,9 @@ import json
 import logging
 import math
 import signal
+import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -19,21 +21,20 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from omegaconf import DictConfig, OmegaConf
 
-from alexnet_study.callbacks import EpochRecorder
+from alexnet_study.callbacks import EpochRecorder, LogEveryEpoch
 from alexnet_study.checkpointing import AtomicCheckpointIO, ResumeState, resume_checkpoint
 from alexnet_study.config import uses_cuda
 from alexnet_study.data.base import DeviceDataModule
 from alexnet_study.distributed import launched_as_rank_zero, parallel_job_devices
-from alexnet_study.errors import DivergenceError, StudyError, first_line
+from alexnet_study.errors import DivergenceError, StudyError, WriteError, first_line, no_space, space_left
 from alexnet_study.models.builder import count_parameters
 from alexnet_study.module import ImageClassifier
 from alexnet_study.provenance import Provenance, RecordDataset, device_name, now, write_atomically
+from alexnet_study.records import METRICS_FILE, attempt_path, finished_metrics, kept_note
 from alexnet_study.requeue import SubmititRequeue, slurm_environment
 from alexnet_study.validate import validate_config
 
 log = logging.getLogger(__name__)
-
-METRICS_FILE = "metrics.json"
 
 
 def instantiate(config: Any, *args: Any, **kwargs: Any) -> Any:
@@ -98,7 +99,7 @@ def build_trainer(cfg: DictConfig, extra_callbacks: list[L.Callback] = ()) -> L.
             extra["devices"] = devices
     return instantiate(
         cfg.trainer,
-        callbacks=[*callbacks, ResumeState(), SubmititRequeue(), *extra_callbacks],
+        callbacks=[*callbacks, ResumeState(), SubmititRequeue(), LogEveryEpoch(), *extra_callbacks],
         logger=loggers or False,
         plugins=[AtomicCheckpointIO(), *slurm_environment()],
         **extra,
@@ -112,10 +113,15 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     ``status``: ok, failed, diverged, interrupted), so a sweep's report can show every job;
     ``provenance.json`` records what produced the run. With ``resume=auto`` a run whose
     directory holds ``checkpoints/last.ckpt`` continues from it.
+
+    A run that finished ``ok`` keeps its record (``records.py``): an attempt in its directory
+    that finds nothing left to train returns the metrics already there; one that fails writes
+    ``<status>-<time>.json`` beside them instead of replacing them.
     """
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    earlier = finished_metrics(output_dir)
     metrics: dict[str, Any] = {
         "status": "failed",
         "error": None,
@@ -126,6 +132,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     datamodule: DeviceDataModule | None = None
     provenance: Provenance | None = None
     recorder = EpochRecorder()
+    target = output_dir / METRICS_FILE
     try:
         # Before anything is built, loaded or written: a bad config stops here, in milliseconds.
         validate_config(cfg)
@@ -152,44 +159,134 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             lg.log_metrics({"params/total": total, "params/trainable": trainable}, step=0)
 
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-        metrics.update(_fit_metrics(trainer, module))
-        if cfg.get("test", True) and "test" in datamodule.splits():
-            best = getattr(trainer.checkpoint_callback, "best_model_path", "")
-            trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
-            metrics.update(
-                _test_metrics(trainer, module, datamodule.classes, output_dir if trainer.is_global_zero else None)
-            )
-            metrics["tested_checkpoint"] = best or "final weights"
-        metrics["status"] = "ok"
+        if earlier is not None and ckpt_path is not None and recorder.batches_trained == 0:
+            log.info("%s: nothing left to train; the finished run's metrics.json is kept", output_dir)
+            metrics, target = earlier, None
+        else:
+            metrics.update(_fit_metrics(trainer, module, recorder.history))
+            if cfg.get("test", True) and "test" in datamodule.splits():
+                best = getattr(trainer.checkpoint_callback, "best_model_path", "")
+                trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
+                metrics.update(
+                    _test_metrics(trainer, module, datamodule.classes, output_dir if trainer.is_global_zero else None)
+                )
+                metrics["tested_checkpoint"] = best or "final weights"
+            metrics["status"] = "ok"
     except BaseException as err:
-        metrics["error"] = f"{type(err).__name__}: {first_line(err, empty='')}"
+        failure = _disk_full(err, output_dir, trainer) or err
+        metrics["error"] = f"{type(failure).__name__}: {first_line(failure, empty='')}"
         metrics["status"] = _status(err)
         if isinstance(err, DivergenceError):
             metrics["diverged_at"] = {"epoch": err.epoch, "step": err.step, "lr": err.lr}
+        if earlier is not None:  # a finished run's record is not this attempt's to replace
+            target = attempt_path(output_dir, metrics["status"])
+            _add_to_message(failure, f"({kept_note(output_dir, target)})")
         _stop_launched_processes(trainer)
+        if failure is not err:
+            raise failure from err
         raise
     finally:
-        metrics.update(recorder.summary())
-        metrics["history"] = recorder.history
-        metrics["epochs_run"] = len(recorder.history)
-        if datamodule is not None:
-            metrics["data"] = datamodule.summary()
-        if metrics.get("best_val_acc") is None:  # a run that stopped early: its best epoch so far
-            accs = [r["val/acc"] for r in recorder.history if "val/acc" in r]
-            metrics["best_val_acc"] = max(accs) if accs else None
-        metrics["wall_time_s"] = time.perf_counter() - started
-        metrics["finished_at"] = now()
+        if target is not None:
+            _complete(metrics, recorder, datamodule, started)
         primary = trainer.is_global_zero if trainer is not None else launched_as_rank_zero()
+        unwritten = None
         if primary:
-            try:
-                write_metrics(output_dir / METRICS_FILE, metrics)
-            except OSError as err:  # a full disk must not hide the run's own error
-                log.error("could not write %s: %s", output_dir / METRICS_FILE, err)
-            if provenance is not None:
-                provenance.finish(metrics["status"], error=metrics["error"], resumed_from=metrics.get("resumed_from"))
+            unwritten = _record(target, metrics, provenance)
             if trainer is not None:
-                log_hparams(trainer, cfg, metrics)
+                try:
+                    log_hparams(trainer, cfg, metrics)
+                except Exception as err:  # TensorBoard on a full disk, say: never what a run reports
+                    log.warning("could not record the HParams in TensorBoard: %s", first_line(err))
+    if unwritten is not None:  # reached only when the run itself went well
+        raise unwritten
     return metrics
+
+
+def _complete(
+    metrics: dict[str, Any], recorder: EpochRecorder, datamodule: DeviceDataModule | None, started: float
+) -> None:
+    """Add the history, totals, data summary and timing to ``metrics``."""
+    metrics.update(recorder.summary())
+    metrics["history"] = recorder.history
+    metrics["epochs_run"] = len(recorder.history)
+    if datamodule is not None:
+        metrics["data"] = datamodule.summary()
+    if metrics.get("best_val_acc") is None:  # a run that stopped early: its best epoch so far
+        accs = [r["val/acc"] for r in recorder.history if "val/acc" in r]
+        metrics["best_val_acc"] = max(accs) if accs else None
+    metrics["wall_time_s"] = time.perf_counter() - started
+    metrics["finished_at"] = now()
+
+
+def _record(target: Path | None, metrics: dict[str, Any], provenance: Provenance | None) -> WriteError | None:
+    """Write ``metrics`` into ``target`` (``None``: a finished run's metrics.json, kept as it is) and
+    finish ``provenance.json``. If even these cannot be written (a full disk), say so on stderr:
+    the console is then the only record of the run. Returns the error to raise when a run that
+    went well could not write its metrics (it then reports that as its one error line)."""
+    unwritten = None
+    if target is not None:
+        try:
+            write_metrics(target, metrics)
+        except OSError as err:
+            line = _unwritten_line(target, err)
+            if metrics["status"] == "ok":  # results on record nowhere: the run fails, with this line
+                metrics.update(status="failed", error=f"{WriteError.__name__}: {line}")
+                unwritten = WriteError(line)
+            else:  # the run's own error is the line it reports; this one goes beside it
+                _say(line)
+    if provenance is not None:
+        kept = target is None or target.name != METRICS_FILE
+        note = {"note": "nothing left to train; metrics.json kept"} if target is None else {}
+        try:
+            provenance.finish(
+                metrics["status"],
+                results=not kept,
+                error=metrics.get("error") if target is not None else None,
+                resumed_from=metrics.get("resumed_from"),
+                **note,
+            )
+        except OSError as err:
+            _say(_unwritten_line(provenance.path, err))
+    return unwritten
+
+
+def _unwritten_line(path: Path, err: OSError) -> str:
+    return f"could not write {path}: {err.strerror or err} ({space_left(path.parent)} there)"
+
+
+def _say(line: str) -> None:
+    """On stderr, not through logging: the log file may be on the very disk that is full."""
+    print(f"[alexnet_study][ERROR] - {line}", file=sys.stderr, flush=True)
+
+
+def _disk_full(err: BaseException, output_dir: Path, trainer: L.Trainer | None) -> WriteError | None:
+    """A :class:`WriteError` naming the file and the space left, for a full disk that surfaced as
+    something other than a :class:`StudyError` (which already says so: checkpoints)."""
+    full = no_space(err)
+    if full is None or isinstance(err, StudyError):
+        return None
+    where = full.filename or _tensorboard_dir(full, trainer) or f"a file in {output_dir}"
+    return WriteError(
+        f"could not write {where}: {full.strerror or 'no space left on device'} ({space_left(output_dir)} there); "
+        f"free disk space, then run the same command again (resume=auto continues from the last checkpoint)"
+    )
+
+
+def _tensorboard_dir(err: BaseException, trainer: L.Trainer | None) -> str | None:
+    """The TensorBoard event folder, when ``err`` was raised by TensorBoard's writer (it names no file)."""
+    frames = traceback.extract_tb(err.__traceback__) if err.__traceback__ else []
+    if trainer is None or not any("tensorboard" in frame.filename for frame in frames):
+        return None
+    folders = [Path(lg.log_dir) for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+    return f"the TensorBoard events in {folders[0]}" if folders else None
+
+
+def _add_to_message(err: BaseException, text: str) -> None:
+    """Append ``text`` to a one-line :class:`StudyError` (which the entry point prints as the error line)."""
+    if isinstance(err, StudyError) and len(err.args) == 1 and isinstance(err.args[0], str):
+        err.args = (f"{err.args[0]} {text}",)
+    else:
+        log.warning("%s", text.strip("()"))
 
 
 def _stop_launched_processes(trainer: L.Trainer | None) -> None:
@@ -234,16 +331,24 @@ def log_hparams(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, Any]) ->
             logger.log_hyperparams({k: v for k, v in params.items() if v is not None}, values)
 
 
-def _fit_metrics(trainer: L.Trainer, module: ImageClassifier) -> dict[str, Any]:
+def _fit_metrics(trainer: L.Trainer, module: ImageClassifier, history: list[dict[str, float]]) -> dict[str, Any]:
+    """The fit's final metrics: this attempt's last values, else the last epoch on record (a run
+    resumed with nothing left to train logs none, but its checkpoint holds the history)."""
     last = _scalars(trainer.callback_metrics)
+    recorded = history[-1] if history else {}
+
+    def final(logged: str, kept: str) -> float | None:
+        value = last.get(logged)
+        return recorded.get(kept) if value is None else value
+
     # The metric's state, not compute(): a resumed run that had nothing left to train never updates it.
     best = float(module.val_acc_best.max_value)
     return {
         "best_val_acc": best if math.isfinite(best) else None,
-        "val_acc": last.get("val/acc"),
-        "val_loss": last.get("val/loss"),
-        "train_loss": last.get("train/loss_epoch"),
-        "train_acc": last.get("train/acc"),
+        "val_acc": final("val/acc", "val/acc"),
+        "val_loss": final("val/loss", "val/loss"),
+        "train_loss": final("train/loss_epoch", "train/loss"),
+        "train_acc": final("train/acc", "train/acc"),
     }
 
 

@@ -381,5 +381,8 @@ def test_dataset_views_are_pngs_and_tensorboard_images_and_leave_training_alone(
         tags |= set(accumulator.Tags()["images"])
     assert {"data/class_distribution", "data/train_samples"} <= tags
 
-    without = run(make_cfg("trainer.deterministic=true", "~callbacks.dataset_views", tiny=True))
+    # A dir of its own: in the same one, resume=auto would find the finished run and train nothing.
+    other_dir = f"paths.output_dir={tmp_path / 'without'}"
+    without = run(make_cfg("trainer.deterministic=true", "~callbacks.dataset_views", other_dir, tiny=True))
+    assert "resumed_from" not in without
     assert [r["val/acc"] for r in with_views["history"]] == [r["val/acc"] for r in without["history"]]

@@ -7,6 +7,7 @@ the ``_target_`` allowlist's escape hatch (``ALEXNET_STUDY_EXTRA_TARGETS=tests``
 
 from __future__ import annotations
 
+import csv
 import errno
 import json
 import os
@@ -15,7 +16,7 @@ import re
 import shutil
 import signal
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,10 @@ import pytest
 import torch
 from torch import nn
 
+from alexnet_study import checkpointing
 from alexnet_study.checkpointing import LAST, LastCheckpoint, previous_path
 from alexnet_study.cli import check_command_line
-from alexnet_study.errors import CheckpointError, ConfigError, DivergenceError, check_int
+from alexnet_study.errors import CheckpointError, ConfigError, DataError, DivergenceError, WriteError, check_int
 from alexnet_study.guards import DivergenceGuard
 from alexnet_study.provenance import git_state
 from alexnet_study.train import run
@@ -259,9 +261,12 @@ def test_corrupt_last_checkpoint_falls_back_to_the_previous_one_or_stops(
     # Nothing to fall back on: an error naming the file, never a silent fresh start.
     last.write_bytes(b"not a checkpoint")
     previous.unlink(missing_ok=True)
-    with pytest.raises(CheckpointError, match=re.escape(f"{str(last)!r}: unreadable checkpoint")):
+    with pytest.raises(CheckpointError, match=re.escape(f"{str(last)!r}: unreadable checkpoint")) as failure:
         run(make_cfg(*RESUMABLE))
-    assert read_json(tmp_path / "run" / "metrics.json")["status"] == "failed"
+    # The run finished above: its metrics.json stays, this failure is recorded beside it.
+    assert read_json(tmp_path / "run" / "metrics.json")["status"] == "ok"
+    [failed] = (tmp_path / "run").glob("failed-*.json")
+    assert read_json(failed)["status"] == "failed" and failed.name in str(failure.value)
 
     # An explicit ckpt_path must exist, and must hold the training state (not only the weights).
     with pytest.raises(CheckpointError, match=r"ckpt_path=.*nowhere\.ckpt: no such file"):
@@ -583,3 +588,264 @@ def test_deterministic_on_a_gpu_warns_instead_of_failing(make_cfg, monkeypatch: 
     assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
     assert any("runs as 'warn'" in r.getMessage() for r in caplog.records)
     assert trainer is not None
+
+
+# -- a finished run's record ------------------------------------------------------------------------
+QUICK = [*TINY, "trainer.max_epochs=1", "data.train_size=64", "data.val_size=32", "data.test_size=32"]
+
+
+def record_of(run_dir: Path) -> dict[str, bytes]:
+    """The files that make a run's record: metrics.json, provenance.json and Hydra's .hydra/."""
+    files = [run_dir / "metrics.json", run_dir / "provenance.json", *sorted((run_dir / ".hydra").glob("*"))]
+    return {str(path.relative_to(run_dir)): path.read_bytes() for path in files if path.is_file()}
+
+
+@pytest.mark.slow
+def test_rerunning_a_finished_run_or_refusing_an_override_keeps_its_record(tmp_path: Path) -> None:
+    run_dir = tmp_path / "outputs" / "run"
+    command = [*QUICK, f"hydra.run.dir={run_dir}"]
+    assert run_cli(*command, cwd=tmp_path).returncode == 0
+    finished = record_of(run_dir)
+    metrics = json.loads(finished["metrics.json"])
+    assert metrics["status"] == "ok" and isinstance(metrics["train_loss"], float)
+
+    again = run_cli(*command, cwd=tmp_path)  # the documented resume command, on a finished run
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "nothing left to train" in again.stdout + again.stderr
+    assert read_json(run_dir / "metrics.json") == metrics  # nothing became null
+    provenance = read_json(run_dir / "provenance.json")
+    assert provenance["status"] == "ok" and [a["status"] for a in provenance["attempts"]] == ["ok", "ok"]
+    finished = record_of(run_dir)
+
+    refused = run_cli(*command, "optim.lr=-1", cwd=tmp_path)  # a typo aimed at the finished run
+    assert refused.returncode == 2
+    [line] = error_lines(refused)
+    assert "optim.lr=-1: must be a number > 0" in line and "kept as it was" in line
+    assert record_of(run_dir) == finished  # metrics.json, provenance.json and .hydra/ byte for byte
+    [failure] = run_dir.glob("failed-*.json")
+    assert failure.name in line and read_json(failure)["status"] == "failed"
+
+
+@pytest.mark.slow
+def test_a_resumed_sweep_keeps_its_finished_jobs_and_their_report(tmp_path: Path) -> None:
+    sweep_dir = tmp_path / "sweep"
+    command = [*QUICK, "optim.lr=0.05,0.01", f"hydra.sweep.dir={sweep_dir}", "-m"]
+    assert run_cli(*command, cwd=tmp_path).returncode == 0
+    records = {job: record_of(sweep_dir / job) for job in ("0", "1")}
+    report = (sweep_dir / "report.csv").read_text()
+
+    again = run_cli(*command, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    for job in ("0", "1"):
+        assert record_of(sweep_dir / job)["metrics.json"] == records[job]["metrics.json"]
+        assert (sweep_dir / job / ".hydra" / "overrides.yaml").read_bytes() == records[job][".hydra/overrides.yaml"]
+    assert (sweep_dir / "report.csv").read_text() == report
+    rows = list(csv.DictReader(report.splitlines()))
+    assert all(float(row["train_loss"]) > 0 and float(row["test_acc"]) >= 0 for row in rows), rows
+
+    finished = {job: record_of(sweep_dir / job) for job in ("0", "1")}
+    typo = run_cli(*QUICK, "optim.lr=0.05,-1", f"hydra.sweep.dir={sweep_dir}", "-m", cwd=tmp_path)
+    assert typo.returncode == 2
+    [line] = error_lines(typo)
+    assert "optim.lr=-1" in line and str(sweep_dir / "1") in line
+    assert {job: record_of(sweep_dir / job) for job in ("0", "1")} == finished
+
+
+def test_a_failed_attempt_on_a_finished_run_is_written_beside_its_record(
+    make_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_dir = tmp_path / "run"
+    quick = [*QUICK, "sched=none"]  # a one-cycle schedule cannot be trained on past its planned end
+    assert run(make_cfg(*quick))["status"] == "ok"
+    finished = record_of(run_dir)
+
+    with pytest.raises(ConfigError, match=r"optim\.lr=-1: .*holds a finished run, kept as it was; .*failed-"):
+        run(make_cfg(*quick, "optim.lr=-1"))
+    assert record_of(run_dir) == finished
+
+    # Asked to train on, it crashes: the crash is on record beside the finished run, not over it.
+    allow_targets(monkeypatch, "tests")
+    stop = [
+        "trainer.max_epochs=2",
+        "+callbacks.stop._target_=tests.test_reliability.StopAtStep",
+        "+callbacks.stop.step=3",
+    ]
+    with pytest.raises(Crash):
+        run(make_cfg(*quick, *stop))
+    assert record_of(run_dir)["metrics.json"] == finished["metrics.json"]
+    provenance = read_json(run_dir / "provenance.json")
+    assert provenance["status"] == "ok" and [a["status"] for a in provenance["attempts"]] == ["ok", "failed"]
+    refused, crash = (read_json(path) for path in sorted(run_dir.glob("failed-*.json")))
+    assert refused["status"] == crash["status"] == "failed" and "optim.lr=-1" in refused["error"]
+    assert "crashed after step 3" in crash["error"] and crash["epochs_run"] == 1
+
+
+def test_nothing_left_to_train_and_no_finished_record_tests_again_keeping_the_rest(make_cfg, tmp_path: Path) -> None:
+    first = run(make_cfg(*QUICK))
+    metrics_file = tmp_path / "run" / "metrics.json"
+    # As if the first attempt had stopped after training (killed during its test).
+    metrics_file.write_text(json.dumps({"status": "interrupted"}))
+    again = run(make_cfg(*QUICK))
+    assert again["resumed_from"].endswith(LAST) and again["status"] == "ok"
+    for key in ("train_loss", "train_acc", "val_acc", "val_loss", "best_val_acc", "test_acc", "epochs_run"):
+        assert again[key] == pytest.approx(first[key]), key
+    assert read_json(metrics_file)["train_loss"] == pytest.approx(first["train_loss"])
+
+
+# -- a full disk ------------------------------------------------------------------------------------
+def no_space_left() -> OSError:
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def leftovers(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.name.endswith(".tmp")]
+
+
+@pytest.fixture
+def disk_fills_on_write(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
+    """``fill(name)``: writing a file whose name contains ``name`` writes half, then fails with ENOSPC."""
+
+    def fill(name: str) -> None:
+        real_write_text = Path.write_text
+
+        def write_text(self: Path, data: str, *args: Any, **kwargs: Any) -> int:
+            if name not in self.name:
+                return real_write_text(self, data, *args, **kwargs)
+            real_write_text(self, data[: len(data) // 2], *args, **kwargs)
+            raise no_space_left()
+
+        monkeypatch.setattr(Path, "write_text", write_text)
+
+    return fill
+
+
+def test_a_full_disk_during_a_checkpoint_names_the_file_and_the_space_left(
+    make_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    class FillsUp:
+        """The checkpoint's temporary file: 2,000 bytes fit, then ENOSPC (torch turns that into a RuntimeError)."""
+
+        def __init__(self, file: Any) -> None:
+            self.file, self.written = file, 0
+
+        def write(self, data: bytes) -> int:
+            if self.written + len(data) > 2000:
+                raise no_space_left()
+            self.written += len(data)
+            return self.file.write(data)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.file, name)
+
+        def __enter__(self) -> FillsUp:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.file.close()
+
+    def open_checkpoint(path: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        file = open(path, mode, *args, **kwargs)  # noqa: SIM115 (closed by the caller's with)
+        return FillsUp(file) if str(path).endswith(".ckpt.tmp") else file
+
+    monkeypatch.setattr(checkpointing, "open", open_checkpoint, raising=False)
+    with pytest.raises(CheckpointError) as failure:
+        run(make_cfg(*TINY))
+    message = str(failure.value)
+    assert re.search(
+        r"could not write checkpoint .*/checkpoints/best-epoch000.*\.ckpt: No space left on device", message
+    )
+    assert re.search(r"\([0-9.]+ [kMGT]?B(ytes)? free there\)", message) and "\n" not in message
+    assert not leftovers(tmp_path / "run")
+    assert read_json(tmp_path / "run" / "metrics.json")["status"] == "failed"
+    assert read_json(tmp_path / "run" / "provenance.json")["status"] == "failed"
+
+
+def test_an_unrelated_error_inside_a_checkpoint_save_stays_itself(
+    make_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def cannot_pickle(obj: Any, file: Any, *args: Any, **kwargs: Any) -> None:
+        file.write(b"\0" * 100)
+        raise RuntimeError("cannot pickle a generator")
+
+    monkeypatch.setattr(torch, "save", cannot_pickle)
+    with pytest.raises(RuntimeError, match="cannot pickle a generator") as failure:
+        run(make_cfg(*TINY))
+    assert not isinstance(failure.value, CheckpointError)
+    assert not leftovers(tmp_path / "run")
+
+
+def test_a_full_disk_at_metrics_json_fails_the_run_and_says_so(make_cfg, tmp_path: Path, disk_fills_on_write) -> None:
+    disk_fills_on_write("metrics.json")
+    with pytest.raises(WriteError, match=r"could not write .*/run/metrics\.json: No space left on device \(.* free"):
+        run(make_cfg(*TINY, "trainer.max_epochs=1"))
+    assert not (tmp_path / "run" / "metrics.json").exists() and not leftovers(tmp_path / "run")
+    provenance = read_json(tmp_path / "run" / "provenance.json")
+    assert provenance["status"] == "failed" and "metrics.json" in provenance["attempts"][-1]["error"]
+
+
+def test_a_failed_run_that_cannot_write_its_metrics_says_so_on_stderr(
+    make_cfg, tmp_path: Path, disk_fills_on_write, capsys: pytest.CaptureFixture[str]
+) -> None:
+    disk_fills_on_write("metrics.json")
+    missing = f"data.root={tmp_path / 'nowhere'}"
+    with pytest.raises(DataError, match="no train/ folder"):  # the run's own error stays the one raised
+        run(make_cfg("data=image_folder", missing, "data.num_classes=10", "model=convnet", "trainer=cpu"))
+    assert re.search(r"could not write .*/run/metrics\.json: No space left on device", capsys.readouterr().err)
+    assert read_json(tmp_path / "run" / "provenance.json")["status"] == "failed" and not leftovers(tmp_path / "run")
+
+
+def test_a_full_disk_at_provenance_json_is_said_on_stderr(
+    make_cfg, tmp_path: Path, disk_fills_on_write, capsys: pytest.CaptureFixture[str]
+) -> None:
+    disk_fills_on_write("provenance.json")
+    metrics = run(make_cfg(*TINY, "trainer.max_epochs=1"))  # the results themselves are on record
+    assert metrics["status"] == "ok" and read_json(tmp_path / "run" / "metrics.json")["status"] == "ok"
+    assert re.search(r"could not write .*/run/provenance\.json: No space left", capsys.readouterr().err)
+    assert not leftovers(tmp_path / "run")
+
+
+def test_a_full_disk_under_tensorboard_is_one_error_not_hidden_by_the_hparams(
+    make_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    writes = []
+
+    def write(self: Any, data: bytes) -> None:
+        writes.append(len(data))
+        if len(writes) > 3:  # the file header and the first few events fit
+            raise no_space_left()
+
+    monkeypatch.setattr(RecordWriter, "write", write)
+    with pytest.raises(WriteError) as failure:
+        run(make_cfg(*TINY, "trainer.max_epochs=1"))
+    assert re.search(r"could not write the TensorBoard events in .*/run/tensorboard: No space left", str(failure.value))
+    metrics = read_json(tmp_path / "run" / "metrics.json")
+    assert metrics["status"] == "failed" and "TensorBoard" in metrics["error"]
+    assert read_json(tmp_path / "run" / "provenance.json")["status"] == "failed"
+
+
+@pytest.mark.slow
+def test_a_real_full_disk_is_one_line_with_no_temporary_files_left(tmp_path: Path) -> None:
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if shutil.which("mount") is None or os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        run_dir = disk / "run"
+        # A ~2 MB network: its weights fit on the 3 MB disk, its full training state (with momentum) does not.
+        result = run_cli(*QUICK, "model.hidden=[2048]", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+        assert result.returncode == 2, result.stderr[-3000:]
+        [line] = error_lines(result)
+        assert re.search(
+            r"could not write checkpoint .*\.ckpt: No space left on device \([0-9.]+ [kMB]+ free there\)", line
+        )
+        assert "Traceback" not in result.stderr and "Logging error" not in result.stderr
+        assert not leftovers(run_dir)
+        assert read_json(run_dir / "metrics.json")["status"] == "failed"
+        assert read_json(run_dir / "provenance.json")["status"] == "failed"
+    finally:
+        subprocess.run(["umount", str(disk)], capture_output=True)

@@ -133,3 +133,27 @@ def test_real_cifar10_jpegs_beat_chance(make_cfg, cifar10_jpg_subset: Path) -> N
     metrics = run(cfg)
     assert metrics["status"] == "ok"
     assert metrics["test_acc"] > 0.25, metrics["test_acc"]
+
+
+def scalar_values(tensorboard_dir: Path, tag: str) -> list[float]:
+    values: list[float] = []
+    for events in sorted(tensorboard_dir.glob("events.out.tfevents.*")):
+        accumulator = EventAccumulator(str(events))
+        accumulator.Reload()
+        if tag in accumulator.Tags()["scalars"]:
+            values += [event.value for event in accumulator.Scalars(tag)]
+    return values
+
+
+def test_history_rows_hold_their_own_epoch_and_short_epochs_log_lr_and_step_loss(make_cfg, tmp_path: Path) -> None:
+    # 10 batches an epoch, fewer than log_every_n_steps (50).
+    metrics = run(make_cfg("trainer.max_epochs=3", tiny=True))
+    history = metrics["history"]
+    assert [row["epoch"] for row in history] == [0, 1, 2]
+    for row in history:
+        assert row["time/epoch_s"] == row["epoch_s"] and row["time/train_s"] == row["train_s"]
+        assert row["time/images_per_s"] == row["images_per_s"]
+    tensorboard = tmp_path / "run" / "tensorboard"
+    assert scalar_values(tensorboard, "time/epoch_s") == pytest.approx([row["epoch_s"] for row in history])
+    assert scalar_values(tensorboard, "train/loss_epoch") == pytest.approx([row["train/loss"] for row in history])
+    assert len(scalar_values(tensorboard, "lr")) >= 3 and len(scalar_values(tensorboard, "train/loss_step")) >= 3
