@@ -166,6 +166,10 @@ def test_a_root_inside_the_caltech_tree_is_named_and_nothing_is_written_into_it(
         assert message.startswith(f"data.root={root} points inside the Caltech-101 tree at {categories}")
         assert message.endswith(f"use its parent: data.root={tmp_path / 'data'}") and "\n" not in message
     assert sorted(categories.rglob("*")) == before  # no caltech101/ folder among the classes
+    (categories / "caltech101").mkdir()  # what an earlier download into the tree left
+    with pytest.raises(DataError, match=r"caltech101: an empty folder among the classes.*; remove it$"):
+        caltech_dm(tmp_path / "data").setup()
+    (categories / "caltech101").rmdir()
     dm = caltech_dm(tmp_path / "data", download=True)
     dm.prepare_data()
     dm.setup()

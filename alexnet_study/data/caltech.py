@@ -80,6 +80,11 @@ class Caltech101DataModule(ImageFilesDataModule):
         return self._from_folders(categories)
 
     def _from_folders(self, categories: Path) -> FileList:
+        leftover = categories / "caltech101"
+        if leftover.is_dir() and not any(leftover.iterdir()):
+            raise DataError(
+                f"{leftover}: an empty folder among the classes, left by a download into the Caltech-101 tree; remove it"
+            )
         classes = class_folders(categories, exclude=(BACKGROUND,))
         files, labels = label_folders(categories, classes)
         return FileList(classes, hold_out_test(files, labels, self.test_fraction, self.seed))
