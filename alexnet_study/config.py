@@ -30,17 +30,19 @@ def auto_precision(accelerator: str = "auto") -> str:
     return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
 
 
-def crop_fraction(input_size: int, stored_size: int) -> float:
-    """The evaluation centre crop that takes ``input_size`` pixels of a ``stored_size`` image
-    (224 of 256: Resize(256) + CenterCrop(224)); the whole image when it is smaller."""
-    return min(1.0, input_size / stored_size)
+def count_classes(root: str, skip_bad_files: bool = False) -> int:
+    """The number of classes an image-folder tree at ``root`` trains on (``data.num_classes``'s
+    default for ``data=image_folder``), counted as its DataModule counts them."""
+    from alexnet_study.data.folders import train_classes  # imported here: configs without it stay light
+
+    return len(train_classes(root, skip_bad_files))
 
 
 def register_resolvers() -> None:
-    """``${auto_precision:...}``, ``${uses_cuda:...}`` and ``${crop_fraction:...}`` in the configs."""
+    """``${auto_precision:...}``, ``${uses_cuda:...}`` and ``${count_classes:...}`` in the configs."""
     OmegaConf.register_new_resolver("auto_precision", auto_precision, replace=True)
     OmegaConf.register_new_resolver("uses_cuda", uses_cuda, replace=True)
-    OmegaConf.register_new_resolver("crop_fraction", crop_fraction, replace=True)
+    OmegaConf.register_new_resolver("count_classes", count_classes, replace=True)
 
 
 register_resolvers()

@@ -25,12 +25,12 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
+from omegaconf.errors import InterpolationResolutionError, InterpolationToMissingValueError, MissingMandatoryValue
 
 from alexnet_study.config import config_dir
-from alexnet_study.data.files import class_folders, has_images
+from alexnet_study.data.folders import train_classes
 from alexnet_study.distributed import check_launch
-from alexnet_study.errors import ConfigError, check_int, first_line
+from alexnet_study.errors import ConfigError, StudyError, check_int, first_line
 
 EXTRA_TARGETS_ENV = "ALEXNET_STUDY_EXTRA_TARGETS"
 
@@ -314,7 +314,7 @@ def _check_num_classes(cfg: DictConfig) -> None:
         return
     if OmegaConf.is_missing(data, "num_classes"):
         raise ConfigError("data.num_classes=???: required for this dataset; set it to the number of classes")
-    data_classes = data.num_classes
+    data_classes = _resolved(data, "num_classes")
     check_int("data.num_classes", data_classes, 2)
     model_classes = model.get("num_classes") if isinstance(model, DictConfig) else None
     if model_classes is not None and model_classes != data_classes:
@@ -331,15 +331,26 @@ def _check_num_classes(cfg: DictConfig) -> None:
                 f"data.num_classes={data_classes}: {variant} has {expected} classes; set data.num_classes={expected}"
             )
     if target.endswith("ImageFolderDataModule") and data.get("root"):
-        train = Path(str(data.root)).expanduser() / "train"
-        # Class folders are names in a listing, not data; counted as ImageFolderDataModule counts them
-        # (with skip_bad_files, a folder without images is left out rather than reported).
-        if train.is_dir():
-            folders = class_folders(train)
-            if data.get("skip_bad_files"):
-                folders = [name for name in folders if has_images(train / name)]
-            found = len(folders)
+        root = Path(str(data.root)).expanduser()
+        # Class folders are names in a listing, not data: counted here as the DataModule counts them.
+        if (root / "train").is_dir():
+            found = len(train_classes(root, bool(data.get("skip_bad_files"))))
             if found != data_classes:
                 raise ConfigError(
-                    f"data.num_classes={data_classes}: {train} has {found} class folders; set data.num_classes={found}"
+                    f"data.num_classes={data_classes}: {root / 'train'} has {found} class folders; set "
+                    f"data.num_classes={found} or leave it out (then the folders are counted)"
                 )
+
+
+def _resolved(node: DictConfig, key: str) -> Any:
+    """``node[key]``; a user error raised while resolving it (``${count_classes:...}`` on a root
+    without train/) surfaces as itself, any other resolution failure as one ConfigError line."""
+    try:
+        return node[key]
+    except InterpolationResolutionError as err:
+        cause: BaseException | None = err
+        while cause is not None and not isinstance(cause, StudyError):  # OmegaConf wraps it, twice
+            cause = cause.__cause__ or cause.__context__
+        if cause is not None:
+            raise cause from None
+        raise ConfigError(f"data.{key}: cannot be resolved ({first_line(err)})") from err

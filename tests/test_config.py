@@ -26,7 +26,8 @@ CONF = REPO_ROOT / "conf"
 GROUPS = sorted(
     d.name for d in CONF.iterdir() if d.is_dir() and d.name not in ("hydra", "experiment", "variant", "hparams_search")
 )
-# Config groups whose options need a value the preset leaves to the user.
+# Config groups whose options need a value here: image_folder counts the class folders of a data.root
+# that the tests' empty data dir lacks.
 REQUIRED = {("data", "image_folder"): ["data.num_classes=10"]}
 
 

@@ -20,6 +20,7 @@ import torchvision.datasets.cifar as tv_cifar
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from PIL import Image
+from torch.nn import functional as F
 
 from alexnet_study.data import (
     Augment,
@@ -37,6 +38,7 @@ from alexnet_study.data import (
 )
 from alexnet_study.data.transforms import NORMALIZATIONS
 from alexnet_study.errors import ConfigError, DataError
+from alexnet_study.validate import validate_config
 
 # ---------------------------------------------------------------------------------------------
 # helpers
@@ -169,6 +171,66 @@ def test_eval_upsampling_of_a_uniform_image_stays_uniform() -> None:
     images = torch.full((2, 3, 32, 32), 100, dtype=torch.uint8)
     out = DeviceTransform(227)(images)
     torch.testing.assert_close(out, normalized(images[..., :1, :1]).expand_as(out), rtol=0, atol=1e-5)
+
+
+def framed_photos(n: int = 2, side: int = 256, frame: int = 40) -> torch.Tensor:
+    """uint8 photos with a white frame ``frame`` pixels wide around a black middle."""
+    images = torch.full((n, 3, side, side), 255, dtype=torch.uint8)
+    images[..., frame:-frame, frame:-frame] = 0
+    return images
+
+
+def test_eval_at_a_small_input_is_resize_and_centre_crop_of_the_whole_photo() -> None:
+    images = framed_photos()
+    transform = DeviceTransform(64, eval_crop=0.875)
+    assert transform.resize_side == 73  # round(64 / 0.875)
+    reference = F.interpolate(images.float(), size=(73, 73), mode="bilinear", antialias=True)[..., 4:68, 4:68]
+    out = transform(images)
+    torch.testing.assert_close(out, normalized(reference / 255.0 * 255.0), rtol=0, atol=1e-4)
+    white = normalized(images[..., :1, :1]).view(-1)[0]
+    # The frame of the photo is in view on every side; a centre patch of 64 of 256 would be all black.
+    for edge in (out[0, 0, 0], out[0, 0, -1], out[0, 0, :, 0], out[0, 0, :, -1]):
+        assert torch.isclose(edge, white, atol=1e-3).all()
+
+
+@pytest.mark.parametrize("aug", [Augment(hflip=0.5, random_crop=True), Augment(hflip=0.5, scale=(0.7, 1.0))])
+def test_training_crops_at_a_small_input_show_most_of_the_photo(aug: Augment) -> None:
+    torch.manual_seed(0)
+    out = DeviceTransform(64, eval_crop=0.875, augment=aug)(framed_photos(64), train=True)
+    black, white = (
+        normalized(torch.tensor(v, dtype=torch.uint8).view(1, 1, 1, 1).expand(1, 3, 1, 1))[0, 0] for v in (0, 255)
+    )
+    # Every crop shows the black middle at its centre and the white frame along all four edges.
+    assert torch.isclose(out[:, 0, 28:36, 28:36], black.view(1, 1, 1), atol=1e-3).all()
+    for edge in (out[:, 0, 0], out[:, 0, -1], out[:, 0, :, 0], out[:, 0, :, -1]):
+        assert (edge > (black + white) / 2).any(dim=1).all()
+
+
+def test_training_reduces_a_larger_stored_image_with_antialiasing_as_evaluation_does() -> None:
+    # A one-pixel checkerboard is a uniform grey once reduced with antialiasing; sampling it
+    # without (grid_sample alone) would give a noisy mix of black and white pixels.
+    board = ((torch.arange(256).view(-1, 1) + torch.arange(256).view(1, -1)) % 2 * 255).to(torch.uint8)
+    images = board.expand(4, 3, 256, 256).contiguous()
+    transform = DeviceTransform(64, eval_crop=0.875, augment=Augment(hflip=1.0))
+    for out in (transform(images), transform(images, train=True)):
+        assert out.std(dim=(2, 3)).max() < 0.05, out.std(dim=(2, 3))
+
+
+def test_cifar_upsampling_is_the_whole_image_resized_as_before() -> None:
+    images = random_images(2, 32)
+    out = DeviceTransform(227, eval_crop=1.0)(images)
+    reference = F.interpolate(images.float(), size=(227, 227), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(out, normalized(reference), rtol=0, atol=1e-4)
+
+
+def test_a_share_under_half_the_side_is_refused_or_warned_about(caplog: pytest.LogCaptureFixture) -> None:
+    with pytest.raises(ConfigError, match=r"^data\.eval_crop=0\.25: .*\[0\.5, 1\]") as caught:
+        DeviceTransform(64, eval_crop=0.25)
+    assert "\n" not in str(caught.value)
+    with caplog.at_level("WARNING"):
+        DeviceTransform(64, eval_crop=0.875, augment=Augment(scale=(0.05, 0.2)))
+    [record] = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert "aug.scale=[0.05, 0.2]" in record.getMessage() and "under half" in record.getMessage()
 
 
 @pytest.mark.parametrize(
@@ -851,6 +913,30 @@ def test_decode_downscales_the_shorter_side(tmp_path: Path) -> None:
     assert (decoded[:, :4] == 0).all() and (decoded[:, 6:] == 255).all()
 
 
+def test_a_16_bit_png_is_scaled_to_8_bits_not_clipped_to_white(tmp_path: Path) -> None:
+    ramp = np.tile(np.array([0, 257 * 64, 257 * 128, 65535], dtype=np.uint16).repeat(4), (16, 1))  # 16x16
+    Image.fromarray(ramp).save(tmp_path / "deep.png")
+    with Image.open(tmp_path / "deep.png") as image:
+        assert image.mode == "I;16"  # what PIL makes of a 16-bit grayscale PNG
+    decoded = files.decode_image(tmp_path / "deep.png", 16)
+    assert decoded.shape == (16, 16, 3)
+    assert decoded[0, ::4, 0].tolist() == [0, 64, 128, 255]  # convert("RGB") alone gives [0, 255, 255, 255]
+    assert (decoded == decoded[..., :1]).all()  # gray
+
+
+def test_decoding_logs_its_progress_with_counts_and_rate(
+    tree: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(files, "PROGRESS_EVERY_S", 0.0)  # a line per image, instead of every 5 s
+    with caplog.at_level("INFO", logger="alexnet_study"):
+        folder_dm(tree).setup()
+    lines = [r.getMessage() for r in caplog.records]
+    progress = [line for line in lines if line.startswith("image_folder train: ")]
+    assert progress and all("images/s" in line and "/10 (" in line for line in progress), lines
+    assert any("decoding 13 images at 8x8 once" in line for line in lines)
+    assert any(line.startswith("image_folder: evaluation: the whole 8x8 image") for line in lines)
+
+
 def test_image_folder_cache_is_reused_without_decoding(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     first = folder_dm(tree)
     first.setup()
@@ -1168,9 +1254,41 @@ def test_image_folder_preset(make_cfg, tree: Path) -> None:
     cfg = make_cfg("data=image_folder", f"data.root={tree}", "data.num_classes=3", "data.stored_size=8")
     dm = instantiate(cfg.data)
     assert isinstance(dm, ImageFolderDataModule)
-    assert dm.transform.eval_crop == 1.0 and dm.root == tree  # 227 of an 8x8 image: all of it
-    photos = make_cfg("data=image_folder", "data.num_classes=3", "model.input_size=224")
-    assert photos.data.eval_crop == 0.875  # Resize(256) + CenterCrop(224)
+    # Resize(259) + CenterCrop(227) of the whole photo, whatever its stored size (here 8x8).
+    assert dm.transform.eval_crop == 0.875 and dm.transform.resize_side == 259 and dm.root == tree
     assert dm.cache_dir == Path(cfg.paths.cache_dir)
     dm.setup()
     assert dm.classes == CLASSES and dm.cache_hit is False
+
+
+@pytest.mark.parametrize("input_size", [32, 64, 224])
+def test_photo_presets_show_the_whole_photo_at_any_input_size(make_cfg, tree: Path, input_size: int) -> None:
+    cfg = make_cfg("data=image_folder", f"data.root={tree}", f"model.input_size={input_size}")
+    transform = instantiate(cfg.data).transform
+    out = transform(framed_photos(side=256, frame=48))
+    white = normalized(torch.full((1, 3, 1, 1), 255, dtype=torch.uint8)).view(-1)[0]
+    assert torch.isclose(out[0, 0, 0], white, atol=1e-3).all()  # the photo's frame, not a centre patch
+    assert transform.resize_side == round(input_size / 0.875)
+
+
+def test_image_folder_counts_its_class_folders_without_num_classes(make_cfg, tree: Path) -> None:
+    cfg = make_cfg("data=image_folder", f"data.root={tree}")
+    assert cfg.data.num_classes == 3 and cfg.model.num_classes == 3
+    validate_config(cfg)
+    (tree / "train" / "empty").mkdir()
+    assert make_cfg("data=image_folder", f"data.root={tree}").data.num_classes == 4
+    assert make_cfg("data=image_folder", f"data.root={tree}", "data.skip_bad_files=true").data.num_classes == 3
+
+
+def test_image_folder_num_classes_given_is_checked_in_one_line(make_cfg, tree: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        validate_config(make_cfg("data=image_folder", f"data.root={tree}", "data.num_classes=5"))
+    assert str(caught.value).startswith("data.num_classes=5: ") and "has 3 class folders" in str(caught.value)
+    assert "\n" not in str(caught.value)
+    validate_config(make_cfg("data=image_folder", f"data.root={tree}", "data.num_classes=3"))
+
+
+def test_image_folder_without_train_folder_and_num_classes_is_one_line(make_cfg, tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"^data.root=.*nowhere: no train/ folder there") as caught:
+        validate_config(make_cfg("data=image_folder", f"data.root={tmp_path / 'nowhere'}"))
+    assert "\n" not in str(caught.value)

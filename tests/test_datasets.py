@@ -20,6 +20,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from alexnet_study.data import (
     Caltech101DataModule,
+    CIFARDataModule,
     DeviceTransform,
     Flowers17DataModule,
     HymenopteraDataModule,
@@ -147,6 +148,34 @@ def test_caltech_offline_download_error_names_dataset_path_and_ways_out(tmp_path
         caltech_dm(tmp_path / "empty").setup()
 
 
+def test_a_failed_caltech_download_leaves_no_folder_behind(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(caltech.datasets.Caltech101, "download", offline)  # after torchvision made caltech101/
+    with pytest.raises(DataError, match="could not be downloaded"):
+        caltech_dm(tmp_path / "new" / "data", download=True).prepare_data()
+    assert sorted(tmp_path.iterdir()) == []
+
+
+def test_a_root_inside_the_caltech_tree_is_named_and_nothing_is_written_into_it(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(caltech.datasets.Caltech101, "download", offline)
+    categories = caltech_folders(tmp_path / "data")
+    before = sorted(categories.rglob("*"))
+    for root in (categories, categories / "accordion"):
+        with pytest.raises(DataError) as caught:
+            caltech_dm(root, download=True).prepare_data()
+        message = str(caught.value)
+        assert message.startswith(f"data.root={root} points inside the Caltech-101 tree at {categories}")
+        assert message.endswith(f"use its parent: data.root={tmp_path / 'data'}") and "\n" not in message
+    assert sorted(categories.rglob("*")) == before  # no caltech101/ folder among the classes
+    (categories / "caltech101").mkdir()  # what an earlier download into the tree left
+    with pytest.raises(DataError, match=r"caltech101: an empty folder among the classes.*; remove it$"):
+        caltech_dm(tmp_path / "data").setup()
+    (categories / "caltech101").rmdir()
+    dm = caltech_dm(tmp_path / "data", download=True)
+    dm.prepare_data()
+    dm.setup()
+    assert dm.classes == CALTECH_CLASSES
+
+
 # ---------------------------------------------------------------------------------------------
 # Oxford-17 Flowers
 # ---------------------------------------------------------------------------------------------
@@ -250,6 +279,24 @@ def test_flowers_offline_download_error(tmp_path: Path, monkeypatch) -> None:
         flowers_dm(tmp_path / "nothing", download=True).prepare_data()
 
 
+def test_flowers_downloads_only_into_a_new_or_empty_folder(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(flowers, "download_and_extract_archive", offline)
+    (tmp_path / "shared" / "other_dataset").mkdir(parents=True)
+    (tmp_path / "shared" / "17flowers.tgz").write_bytes(b"an earlier attempt's archive")
+    with pytest.raises(DataError, match=r"shared is not empty \(holds other_dataset\); .*new or empty folder"):
+        flowers_dm(tmp_path / "shared", download=True).prepare_data()
+    jpg = tmp_path / "flowers17" / "jpg"
+    save_jpeg(jpg / "image_0001.jpg", (1, 2, 3))
+    with pytest.raises(
+        DataError, match=rf"points inside the Oxford-17 Flowers tree .*data.root={tmp_path / 'flowers17'}$"
+    ):
+        flowers_dm(jpg, download=True).prepare_data()
+    assert sorted(p.name for p in jpg.iterdir()) == ["image_0001.jpg"]
+    shutil.rmtree(tmp_path / "shared" / "other_dataset")  # only the download's own archive left: it may go on
+    with pytest.raises(DataError, match="could not be downloaded"):
+        flowers_dm(tmp_path / "shared", download=True).prepare_data()
+
+
 # ---------------------------------------------------------------------------------------------
 # ants / bees
 # ---------------------------------------------------------------------------------------------
@@ -268,6 +315,28 @@ def test_hymenoptera_reports_val_as_test_and_explains_offline(tmp_path: Path, mo
     missing = HymenopteraDataModule(root=tmp_path / "none", num_classes=2, image_size=8)
     with pytest.raises(DataError, match=r"ants/bees .*could not be downloaded.*hymenoptera_data.zip"):
         missing.prepare_data()
+
+
+def test_hymenoptera_downloads_into_root_itself_and_never_into_a_tree(tmp_path: Path, monkeypatch) -> None:
+    def extract(url: str, download_root: str, **kwargs: object) -> None:  # what the zip holds
+        for split in ("train", "val"):
+            for name in ("ants", "bees"):
+                save_jpeg(Path(download_root) / "hymenoptera_data" / split / name / "0.jpg", (9, 9, 9))
+
+    monkeypatch.setattr(folders, "download_and_extract_archive", extract)
+    root = tmp_path / "ants_bees"
+    HymenopteraDataModule(root=root, num_classes=2, image_size=8).prepare_data()
+    assert sorted(p.name for p in root.iterdir()) == ["train", "val"]
+    assert (root / "val" / "bees" / "0.jpg").is_file()
+    with pytest.raises(DataError, match=rf"points inside the ants/bees \(hymenoptera\) tree .*data.root={root}$"):
+        HymenopteraDataModule(root=root / "train", num_classes=2, image_size=8).prepare_data()
+
+
+def test_cifar_never_downloads_into_a_folder_of_images(tmp_path: Path, monkeypatch) -> None:
+    save_jpeg(tmp_path / "photos" / "cat" / "0.jpg", (1, 2, 3))
+    with pytest.raises(DataError, match=r"^data.root=.*photos already holds images \(e.g. .*0.jpg\)"):
+        CIFARDataModule(root=tmp_path / "photos", num_classes=10).prepare_data()
+    assert sorted(p.name for p in (tmp_path / "photos").iterdir()) == ["cat"]
 
 
 @pytest.fixture(scope="module")

@@ -18,10 +18,10 @@ import torch
 from torch.nn import functional as F
 
 from alexnet_study import presets
-from alexnet_study.config import crop_fraction
 from alexnet_study.data.transforms import Augment, DeviceTransform
 
 PRESETS = ("none", "flip_crop", "geometric", "geometric_color", "geometric_gray_color")
+PHOTO_EVAL_CROP = 0.875  # data.eval_crop of the photo datasets: Resize(256) + CenterCrop(224) at 224
 
 
 def preset(name: str) -> Augment:
@@ -72,7 +72,7 @@ def measure(
     rows: list[dict[str, object]] = []
     for name in PRESETS:
         aug = preset(name)
-        transform = DeviceTransform(output, eval_crop=crop_fraction(output, stored), augment=aug).to(dev)
+        transform = DeviceTransform(output, eval_crop=PHOTO_EVAL_CROP, augment=aug).to(dev)
         seconds = _timed(lambda t=transform: t(images, train=True), dev, repeats)
         row: dict[str, object] = {"preset": name, "device": str(dev), "batch": batch, "images_per_s": batch / seconds}
         pipeline = _kornia_pipeline(aug) if kornia else None

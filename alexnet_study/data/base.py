@@ -3,7 +3,8 @@
 A :class:`DeviceDataModule` decodes its dataset once (subclasses implement :meth:`load`), moves
 each split to the training device (GPU when there is one), and hands out uint8 NCHW batches at
 the stored size. :class:`~alexnet_study.data.transforms.DeviceTransform` turns them into the
-model's input in ``on_after_batch_transfer``, batched, on that device.
+model's input (the whole image, at any input size) in ``on_after_batch_transfer``, batched, on
+that device.
 """
 
 from __future__ import annotations
@@ -171,7 +172,8 @@ class DeviceDataModule(L.LightningDataModule):
             has no validation split of its own (0 disables validation).
         seed: seeds the validation split and the shuffling.
         normalize: ``imagenet`` or ``half`` (0.5/0.5).
-        eval_crop: fraction of the stored side the evaluation centre crop keeps.
+        eval_crop: share of the whole image's side that evaluation keeps: Resize(round(image_size /
+            eval_crop)) + CenterCrop(image_size), at any stored size (0.875 for photos, 1.0 for CIFAR).
         aug: training augmentation (``aug=`` config group).
         crop_pad: the dataset's standard zero padding for random crops, as a fraction of the
             stored side (``aug.pad`` null uses it): 0.125 on CIFAR's 32x32, 0 on photos.
@@ -252,6 +254,7 @@ class DeviceDataModule(L.LightningDataModule):
             found,
             tuple(dataset.train.images.shape[1:]),
         )
+        log.info("%s: %s", self.name, self.transform.describe(*dataset.train.images.shape[-2:]))
 
     def splits(self) -> dict[str, Split]:
         """The splits present after :meth:`setup`, by name."""

@@ -32,12 +32,14 @@ def fingerprint(splits: Mapping[str, Iterable[Path]], root: Path, **settings: An
 def cached(path: Path, build: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], bool]:
     """Load ``path`` if it exists, else ``build()`` and save it atomically. Returns (payload, hit)."""
     if path.is_file():
+        log.info("loading %s (%.0f MB)", path, path.stat().st_size / 1e6)
         try:
             return torch.load(path, map_location="cpu", weights_only=True), True
         except Exception as err:  # a truncated or foreign file: rebuild it rather than fail
             log.warning("ignoring unreadable cache %s (%s); decoding again", path, err)
     payload = build()
     path.parent.mkdir(parents=True, exist_ok=True)
+    log.info("writing %s", path)
     with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.name, suffix=".tmp", delete=False) as tmp:
         torch.save(payload, tmp)
     umask = os.umask(0)

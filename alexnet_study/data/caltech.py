@@ -8,7 +8,7 @@ from typing import Any
 
 from torchvision import datasets
 
-from alexnet_study.data.download import download_or_explain, missing_dataset
+from alexnet_study.data.download import Target, download_or_explain, missing_dataset
 from alexnet_study.data.files import FileList, ImageFilesDataModule, class_folders, hold_out_test, label_folders
 from alexnet_study.errors import DataError
 
@@ -16,6 +16,7 @@ CATEGORIES = "101_ObjectCategories"
 BACKGROUND = "BACKGROUND_Google"
 NUM_CLASSES = 101
 NUM_IMAGES = 8677  # without BACKGROUND_Google's 467
+DOWNLOAD_WRITES = frozenset({"caltech-101.zip", "caltech-101", CATEGORIES, "Annotations"})
 
 
 class Caltech101DataModule(ImageFilesDataModule):
@@ -60,6 +61,8 @@ class Caltech101DataModule(ImageFilesDataModule):
                 self.root / "caltech101" / CATEGORIES,
                 lambda: datasets.Caltech101(str(self.root), download=True),
                 f"Extract it so that {CATEGORIES}/ is in data.root (now {self.root}) or in its caltech101/",
+                # torchvision writes into root/caltech101/: its archive, the archive's folder, the images.
+                Target(self.root, self.root / "caltech101", DOWNLOAD_WRITES, tree=(CATEGORIES, "caltech101")),
             )
 
     def list_files(self) -> FileList:
@@ -77,6 +80,11 @@ class Caltech101DataModule(ImageFilesDataModule):
         return self._from_folders(categories)
 
     def _from_folders(self, categories: Path) -> FileList:
+        leftover = categories / "caltech101"
+        if leftover.is_dir() and not any(leftover.iterdir()):
+            raise DataError(
+                f"{leftover}: an empty folder among the classes, left by a download into the Caltech-101 tree; remove it"
+            )
         classes = class_folders(categories, exclude=(BACKGROUND,))
         files, labels = label_folders(categories, classes)
         return FileList(classes, hold_out_test(files, labels, self.test_fraction, self.seed))

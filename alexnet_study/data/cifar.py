@@ -10,7 +10,7 @@ import torch
 from torchvision import datasets
 
 from alexnet_study.data.base import Dataset, DeviceDataModule, Split
-from alexnet_study.data.download import download_or_explain, missing_dataset
+from alexnet_study.data.download import Target, download_or_explain, missing_dataset
 from alexnet_study.errors import ConfigError
 
 # name -> (torchvision class, the folder the download extracts to, display name)
@@ -35,11 +35,12 @@ class CIFARDataModule(DeviceDataModule):
         self.download = download
 
     def prepare_data(self) -> None:
-        if self.download:
-            cls, folder, title = VARIANTS[self.variant]
-            # One archive holds both splits; torchvision skips the download when it is in place.
+        cls, folder, title = VARIANTS[self.variant]
+        if self.download and not (self.root / folder).is_dir():
+            # One archive holds both splits (a corrupt copy is reported when it is opened).
             fetch = lambda: cls(str(self.root), train=False, download=True)  # noqa: E731
-            download_or_explain(title, self.root / folder, fetch, self._place_by_hand())
+            # data.root is a shared data folder (the default holds every dataset): only its images are off limits.
+            download_or_explain(title, self.root / folder, fetch, self._place_by_hand(), Target(self.root, self.root))
 
     def load(self) -> Dataset:
         train, test = self._open(train=True), self._open(train=False)

@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 SPLITS = ("train", "val", "test")
+# PIL's modes for 16-bit (and 32-bit) integer pixels: a 16-bit grayscale PNG opens as I;16.
+WIDE_INTEGER_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
+# Seconds between progress lines while decoding.
+PROGRESS_EVERY_S = 5.0
 
 
 @dataclass
@@ -85,11 +89,20 @@ def hold_out_test(
     }
 
 
+def to_rgb(image: Image.Image) -> Image.Image:
+    """``image`` as 8-bit RGB. 16-bit integer images (PNG, TIFF: modes ``I;16*`` and ``I``) are
+    scaled from 0..65535 to 0..255; PIL's ``convert`` would clip them, turning most pixels white."""
+    if image.mode in WIDE_INTEGER_MODES:
+        pixels = np.asarray(image).astype(np.float32)
+        image = Image.fromarray(np.clip(np.rint(pixels / 257.0), 0, 255).astype(np.uint8))
+    return image.convert("RGB")
+
+
 def decode_image(path: Path, size: int) -> np.ndarray:
     """Decode any PIL-readable image to RGB, shorter side resized to ``size``, centre ``size`` x ``size``."""
     with Image.open(path) as image:
         image.draft("RGB", (size, size))  # JPEG: let the decoder downscale by 1/2..1/8 for free
-        image = image.convert("RGB")
+        image = to_rgb(image)
         width, height = image.size
         if (width, height) != (size, size):
             scale = size / min(width, height)
@@ -100,10 +113,29 @@ def decode_image(path: Path, size: int) -> np.ndarray:
         return np.array(image, dtype=np.uint8)  # a writable copy, as torch.from_numpy wants
 
 
+class Progress:
+    """Logs ``what: done/total (share, rate)`` at INFO every ``PROGRESS_EVERY_S`` seconds of a long loop."""
+
+    def __init__(self, what: str, total: int) -> None:
+        self.what, self.total = what, total
+        self.start = self.last = time.perf_counter()
+
+    def update(self, done: int) -> None:
+        now = time.perf_counter()
+        if now - self.last >= PROGRESS_EVERY_S and done < self.total:
+            self.last = now
+            rate = done / max(now - self.start, 1e-9)
+            log.info(
+                "%s: %d/%d (%.0f%%, %.0f images/s, about %.0f s left)",
+                self.what, done, self.total, 100 * done / self.total, rate, (self.total - done) / max(rate, 1e-9),
+            )  # fmt: skip
+
+
 def decode_images(
-    files: list[Path], size: int, workers: int | None = None
+    files: list[Path], size: int, workers: int | None = None, what: str = "decoding"
 ) -> tuple[torch.Tensor, list[tuple[Path, str]]]:
-    """Decode ``files`` in parallel threads into a uint8 (N, 3, size, size) tensor.
+    """Decode ``files`` in parallel threads into a uint8 (N, 3, size, size) tensor, logging
+    progress (``what``: done/total, rate) every few seconds.
 
     Returns the tensor (rows of unreadable files are left zero) and the (path, reason) failures.
     """
@@ -117,8 +149,10 @@ def decode_images(
         except Exception as err:  # every reason a user's file can be unreadable
             failures.append((path, f"{type(err).__name__}: {err}"))
 
+    progress = Progress(what, len(files))
     with ThreadPoolExecutor(max_workers=workers or min(16, os.cpu_count() or 1)) as pool:
-        list(pool.map(work, enumerate(files)))
+        for done, _ in enumerate(pool.map(work, enumerate(files)), start=1):
+            progress.update(done)
     return images.permute(0, 3, 1, 2).contiguous(), sorted(failures)
 
 
@@ -190,8 +224,12 @@ class ImageFilesDataModule(DeviceDataModule):
         start = time.perf_counter()
         payload: dict[str, Any] = {"classes": listing.classes}
         failures: list[tuple[Path, str]] = []
+        log.info(
+            "%s: decoding %d images at %dx%d once; later runs load them from %s",
+            self.name, listing.count(), self.stored_size, self.stored_size, cache_file,
+        )  # fmt: skip
         for split, (files, labels) in listing.splits.items():
-            images, failed = decode_images(files, self.stored_size)
+            images, failed = decode_images(files, self.stored_size, what=f"{self.name} {split}")
             bad = {path for path, _ in failed}
             keep = torch.tensor([path not in bad for path in files], dtype=torch.bool)
             payload[split] = {"images": images[keep], "labels": torch.tensor(labels, dtype=torch.long)[keep]}

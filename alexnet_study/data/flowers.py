@@ -9,7 +9,7 @@ from typing import Any
 
 from torchvision.datasets.utils import download_and_extract_archive, download_url
 
-from alexnet_study.data.download import download_or_explain, missing_dataset
+from alexnet_study.data.download import Target, download_or_explain, missing_dataset
 from alexnet_study.data.files import (
     FileList,
     ImageFilesDataModule,
@@ -29,6 +29,7 @@ CLASSES = (
     "sunflower", "daisy", "colts_foot", "dandelion", "cowslip", "buttercup", "windflower", "pansy",
 )  # fmt: skip
 PER_CLASS = 80
+DOWNLOAD_WRITES = frozenset({"17flowers.tgz", "jpg", "datasplits.mat"})
 IMAGE_NAME = re.compile(r"image_(\d{4})\.jpg$", re.IGNORECASE)
 
 
@@ -71,7 +72,8 @@ class Flowers17DataModule(ImageFilesDataModule):
             download_and_extract_archive(ARCHIVE_URL, str(self.root))
             download_url(SPLITS_URL, str(self.root))
 
-        download_or_explain("Oxford-17 Flowers", self.root / "jpg", fetch, self._place_by_hand())
+        target = Target(self.root, self.root, DOWNLOAD_WRITES, tree=("jpg",))
+        download_or_explain("Oxford-17 Flowers", self.root / "jpg", fetch, self._place_by_hand(), target)
 
     def _place_by_hand(self) -> str:
         return (

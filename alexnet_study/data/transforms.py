@@ -1,16 +1,20 @@
 """Batched resize, augmentation and normalization on the training device.
 
 Images arrive as uint8 NCHW batches at their stored size (32x32 for CIFAR, 256x256 for photos).
-In training, every geometric change (crop position and scale, flips, rotation, perspective) and
-the resize to the model's input size are one per-sample homography applied by a single
-``grid_sample``; colour changes (brightness, contrast, saturation, hue, grayscale) are
-per-sample factors on the whole batch. Evaluation is a centre crop and a resize. Random numbers
-come from ``torch.rand`` on the batch's device: no host round trip, no PIL, no Python loop over
-samples.
+Whatever that size, the network sees the whole image at its input size: evaluation is
+Resize(round(input / eval_crop)) + CenterCrop(input) (0.875 for photos: Resize(256) +
+CenterCrop(224) at 224, Resize(73) + CenterCrop(64) at 64; 1.0 for CIFAR: the whole image
+resized). In training, every geometric change (crop position and scale, flips, rotation,
+perspective) and the resize to the model's input size are one per-sample homography applied by
+a single ``grid_sample``, after one antialiased batch resize when the stored image is larger than
+that Resize (``grid_sample`` does not antialias); colour changes (brightness, contrast,
+saturation, hue, grayscale) are per-sample factors on the whole batch. Random numbers come from
+``torch.rand`` on the batch's device: no host round trip, no PIL, no Python loop over samples.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, replace
 
@@ -19,6 +23,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from alexnet_study.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 NORMALIZATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
@@ -35,8 +41,8 @@ class Augment:
     """Per-sample training augmentation (the ``aug=`` config group). Probabilities are per sample.
 
     Geometry (one homography per sample):
-      ``random_crop``: place the crop (the evaluation crop's size, or ``scale``'s) at a random
-      position; ``pad``: zero padding around the image the crop may reach into, as a fraction of
+      ``random_crop``: place the crop (the evaluation crop's share of the side, or ``scale``'s
+      area) at a random position; ``pad``: zero padding around the image the crop may reach into, as a fraction of
       the stored side (``None``: the dataset's standard, 0.125 on CIFAR = "pad 4 and crop",
       0 on photos); ``scale``/``ratio``: random-resized crop area and aspect ranges;
       ``hflip``/``vflip``: flip probabilities; ``rotation``: maximum angle in degrees;
@@ -97,12 +103,18 @@ def normalization(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
     return NORMALIZATIONS[name]
 
 
+# Below this share of the image's side the network sees a patch, not the photo.
+MIN_SHARE = 0.5
+
+
 class DeviceTransform(nn.Module):
     """uint8 NCHW batch at the stored size -> normalized float NCHW batch at ``output_size``.
 
-    ``eval_crop`` is the fraction of the stored side kept by the evaluation centre crop
-    (1.0 for CIFAR; 224/256 gives Resize(256) + CenterCrop(224) on 256x256 stored photos).
-    Training crops have that size too unless ``augment.scale`` asks for random-resized crops.
+    ``eval_crop`` is the share of the whole image's side that evaluation keeps, at any stored and
+    output size: the image is resized to ``round(output_size / eval_crop)`` and the centre
+    ``output_size`` square is kept (0.875 gives Resize(256) + CenterCrop(224); 1.0 the whole image
+    resized, as for CIFAR). Training crops take that share of the side too, at a random position,
+    unless ``augment.scale`` asks for random-resized crops (a share of the image's area).
     ``default_pad`` is the dataset's standard crop padding, used when ``augment.pad`` is None.
     """
 
@@ -117,13 +129,23 @@ class DeviceTransform(nn.Module):
         super().__init__()
         if output_size < 1:
             raise ConfigError(f"image size {output_size}: must be >= 1")
-        if not 0.0 < eval_crop <= 1.0:
-            raise ConfigError(f"data.eval_crop={eval_crop}: must be a fraction in (0, 1]")
+        if not MIN_SHARE <= eval_crop <= 1.0:
+            raise ConfigError(
+                f"data.eval_crop={eval_crop}: must be a share of the image side in [{MIN_SHARE}, 1] (0.875: "
+                "Resize + CenterCrop of the whole photo); below half the network sees a patch, not the photo"
+            )
         mean, std = normalization(normalize)
         augment = augment or Augment()
         self.output_size = output_size
         self.eval_crop = eval_crop
+        # The side the whole image is resized to before the centre crop (Resize(256) for 224).
+        self.resize_side = round(output_size / eval_crop)
         self.augment = augment if augment.pad is not None else replace(augment, pad=default_pad)
+        if self.augment.scale is not None and math.sqrt(self.augment.scale[1]) < MIN_SHARE:
+            log.warning(
+                "aug.scale=%s: every training crop is under half of the image's side (the network trains on patches)",
+                list(self.augment.scale),
+            )
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("gray", torch.tensor(GRAY_WEIGHTS).view(1, 3, 1, 1), persistent=False)
@@ -153,17 +175,31 @@ class DeviceTransform(nn.Module):
         """The inverse of the normalization: a [0, 1] image batch for display."""
         return (x * self.std + self.mean).clamp_(0.0, 1.0)
 
+    def describe(self, height: int, width: int) -> str:
+        """What evaluation does to a ``height`` x ``width`` stored image, in words, for the log."""
+        return (
+            f"evaluation: the whole {height}x{width} image resized to {self.resize_side} (shorter side), centre "
+            f"{self.output_size}x{self.output_size} crop ({self.eval_crop:.1%} of the side)"
+        )
+
     # -- evaluation --------------------------------------------------------------------------
     def _center(self, images: torch.Tensor) -> torch.Tensor:
+        """Resize(resize_side) + CenterCrop(output_size), as torchvision's evaluation presets."""
+        x = self._resized(images, self.resize_side)
+        height, width = x.shape[-2:]
+        top, left = (height - self.output_size) // 2, (width - self.output_size) // 2
+        return x[..., top : top + self.output_size, left : left + self.output_size]
+
+    @staticmethod
+    def _resized(images: torch.Tensor, side: int) -> torch.Tensor:
+        """The batch as float with its shorter side resized to ``side`` (antialiased when reducing)."""
         height, width = images.shape[-2:]
-        crop_h, crop_w = round(height * self.eval_crop), round(width * self.eval_crop)
-        top, left = (height - crop_h) // 2, (width - crop_w) // 2
-        x = images[..., top : top + crop_h, left : left + crop_w].float()
-        if (crop_h, crop_w) != (self.output_size, self.output_size):
-            downscale = crop_h > self.output_size or crop_w > self.output_size
-            size = (self.output_size, self.output_size)
-            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=downscale)
-        return x
+        size = (round(height * side / min(height, width)), round(width * side / min(height, width)))
+        x = images.float()
+        if size == (height, width):
+            return x
+        reduce = size[0] < height or size[1] < width
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=reduce)
 
     # -- training: geometry ------------------------------------------------------------------
     def _geometry(self, images: torch.Tensor) -> torch.Tensor:
@@ -177,7 +213,8 @@ class DeviceTransform(nn.Module):
             half_w = torch.sqrt(area * ratio).clamp(max=1.0)
             half_h = torch.sqrt(area / ratio).clamp(max=1.0)
         else:
-            half_w = half_h = torch.full((n,), self.eval_crop, device=device)
+            # The evaluation crop's exact share of the resized side (64 of 73, not 0.875).
+            half_w = half_h = torch.full((n,), self.output_size / self.resize_side, device=device)
         center_x = center_y = torch.zeros(n, device=device)
         if aug.random_crop or aug.scale is not None:
             reach = 2.0 * (aug.pad or 0.0)
@@ -201,7 +238,12 @@ class DeviceTransform(nn.Module):
         )
         if aug.perspective:
             affine = affine @ self._perspective(n, device, apply=rand[:, 7] < aug.perspective_p)
-        return self._warp(images, affine)
+        # grid_sample does not antialias: a stored image larger than the evaluation Resize is first
+        # reduced to it (one batched resize), so crops sample an image near the output's resolution.
+        source = images.float()
+        if min(images.shape[-2:]) > self.resize_side:
+            source = self._resized(images, self.resize_side)
+        return self._warp(source, affine)
 
     def _perspective(self, n: int, device: torch.device, apply: torch.Tensor) -> torch.Tensor:
         """Homographies taking the output square's corners to corners moved inwards at random."""
@@ -221,12 +263,13 @@ class DeviceTransform(nn.Module):
         return torch.cat([h, torch.ones(n, 1, device=device)], 1).view(n, 3, 3)
 
     def _warp(self, images: torch.Tensor, homography: torch.Tensor) -> torch.Tensor:
+        """Sample the float batch ``images`` at the homography's image of the output pixels."""
         n, size = images.shape[0], self.output_size
         mapped = self.out_points @ homography.transpose(1, 2)  # (n, HW, 3)
         grid = (mapped[..., :2] / mapped[..., 2:]).view(n, size, size, 2)
         # Inside the image, clamp to the border as F.interpolate does (no dark frame when
         # upsampling); beyond its edges (padding, rotation corners) the crop sees zeros.
-        x = F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+        x = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
         outside = (grid.abs() > 1.0).any(dim=-1).unsqueeze(1)
         return x.masked_fill_(outside, 0.0)
 
