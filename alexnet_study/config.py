@@ -29,6 +29,13 @@ def auto_precision(accelerator: str = "auto") -> str:
     return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
 
 
+def run_seed(cfg: DictConfig) -> int | None:
+    """The seed a run trains with: ``seed + repeat`` (a sweep's ``repeats`` set ``repeat``), or None."""
+    if cfg.get("seed") is None:
+        return None
+    return int(cfg.seed) + int(cfg.get("repeat") or 0)
+
+
 def crop_fraction(input_size: int, stored_size: int) -> float:
     """The evaluation centre crop that takes ``input_size`` pixels of a ``stored_size`` image
     (224 of 256: Resize(256) + CenterCrop(224)); the whole image when it is smaller."""

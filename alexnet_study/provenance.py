@@ -22,6 +22,8 @@ from typing import Any
 import lightning as L
 import torch
 
+from alexnet_study.config import run_seed
+
 log = logging.getLogger(__name__)
 
 PROVENANCE_FILE = "provenance.json"
@@ -115,7 +117,7 @@ class Provenance:
         program = "python -m alexnet_study" if Path(sys.argv[0]).name == "__main__.py" else Path(sys.argv[0]).name
         self.record: dict[str, Any] = {
             "command": [program, *sys.argv[1:]],
-            "seed": cfg.get("seed"),
+            "seed": run_seed(cfg),
             "deterministic": cfg.get("trainer", {}).get("deterministic"),
             "git": git_state(Path.cwd()),
             "versions": versions(),
