@@ -18,7 +18,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from alexnet_study.config import _compose_as_command_line, config_dir
 from alexnet_study.distributed import check_launch
-from alexnet_study.errors import ConfigError
+from alexnet_study.errors import ConfigError, check_int
 from alexnet_study.validate import check_targets
 
 # Composing takes ~30 ms a job; beyond this many jobs Hydra's own pre-launch check takes over.
@@ -43,6 +43,8 @@ def check_command_line(argv: Sequence[str]) -> None:
         cfg = _compose(args.config_name or "config", job)
         check_targets(cfg)
         _check_launch(cfg, job, multirun=args.multirun)
+        if args.multirun:  # the sweep expands it into repeat=0..repeats-1 before any job runs
+            check_int("repeats", cfg.get("repeats"), 1, "(runs of every arm, seeds seed..seed+repeats-1)")
 
 
 def _check_launch(cfg: Any, overrides: list[str], *, multirun: bool) -> None:

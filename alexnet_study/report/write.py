@@ -76,11 +76,18 @@ def arm_rows(results: Results) -> list[dict[str, Any]]:
 
 
 def job_rows(results: Results) -> list[dict[str, Any]]:
-    """jobs.csv: every job with its arm, the attempt that ran it, its overrides, status and metrics."""
+    """jobs.csv: every job with its arm, the seed it ran with, the attempt that ran it, its overrides,
+    status and metrics."""
     arm_of = {job.name: result.arm.label for result in results.arms for job in result.arm.jobs}
     rows = []
     for row, job in zip(results.sweep.rows(), results.sweep.jobs, strict=True):
-        rows.append({"job": row.pop("job"), "arm": arm_of.get(job.name), "attempt": job.attempt, **row})
+        head = {
+            "job": row.pop("job"),
+            "arm": arm_of.get(job.name),
+            "seed": job.metrics.get("seed"),
+            "attempt": job.attempt,
+        }
+        rows.append({**head, **row})
     return rows
 
 
@@ -150,9 +157,8 @@ def jobs_table(results: Results) -> tuple[list[str], list[list[str]]]:
     header = ["job", "arm", "seed", "attempt", "status", "best val acc", "test acc", "epochs", "train time (s)"]
     rows = []
     for row in job_rows(results):
-        job = next(job for job in results.sweep.jobs if job.name == row["job"])
         rows.append([
-            row["job"], row["arm"] or "", number(job.metrics.get("seed")), number(row["attempt"]), row["status"],
+            row["job"], row["arm"] or "", number(row["seed"]), number(row["attempt"]), row["status"],
             number(row["best_val_acc"]), number(row["test_acc"]), number(row["epochs"], 0), number(row["train_time_s"], 1),
         ])  # fmt: skip
     return header, rows
