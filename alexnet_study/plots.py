@@ -202,7 +202,9 @@ def arm_curves(
                 ax.fill_between(epochs, low, high, color=style["color"], alpha=0.15, linewidth=0)
                 if len(epochs) == 1:  # a band needs two epochs: the spread as a line
                     ax.vlines(epochs, low, high, color=style["color"], alpha=0.4)
-        if chance is not None and key.endswith("acc"):
+        if not ax.lines:
+            ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes, color="0.5")
+        elif chance is not None and key.endswith("acc"):
             ax.axhline(chance, color="k", linestyle="--", linewidth=0.8, label="chance")
         _plain_axis(ax)
         ax.set_title(title)
@@ -211,7 +213,12 @@ def arm_curves(
         ax.grid(alpha=0.3)
     for ax in axes.flat:
         ax.set_xlim(0.5, last + 0.5)
-    handles, labels = axes.flat[2].get_legend_handles_labels()
+        if last <= 10:  # few epochs: a tick at each (the locator falls back to fractions below two)
+            ax.set_xticks(range(1, last + 1))
+    # Every arm once, whichever panel has its line (a panel may lack a metric).
+    legend = {label: handle for ax in axes.flat for handle, label in zip(*ax.get_legend_handles_labels(), strict=True)}
+    legend.update({"chance": legend.pop("chance")} if "chance" in legend else {})  # last, after the arms
+    handles, labels = list(legend.values()), list(legend)
     if handles:
         columns = max(1, min(3, len(labels), 150 // max(len(label) for label in labels)))
         fig.legend(handles, labels, loc="outside lower center", ncol=columns, fontsize=8)

@@ -170,27 +170,28 @@ def title(results: Results) -> str:
 
 
 def recipe(results: Results) -> str:
-    """The baseline's training recipe in words, from its first job's config."""
+    """The baseline's training recipe in words, from its first job's config (what it records)."""
     baseline = results.design.baseline
-    if baseline is None or not baseline.jobs:
-        return "unknown (no job)"
-    job = baseline.jobs[0]
+    job = baseline.jobs[0] if baseline is not None and baseline.jobs else None
+    if job is None:
+        return "not recorded (no job)"
+    optimizer = ", ".join(
+        f"{name} {number(job.setting(key), 0)}"
+        for name, key in (("lr", "optim.lr"), ("momentum", "optim.momentum"), ("weight decay", "optim.weight_decay"))
+        if job.setting(key) is not None
+    )
     parts = [
-        f"data {job.setting('data') or '?'}",
-        f"model {job.setting('model.name') or job.setting('model') or '?'}",
-        f"optimizer {job.setting('optim') or '?'} (lr {number(job.setting('optim.lr'), 0)}"
-        + (
-            f", momentum {number(job.setting('optim.momentum'), 0)}"
-            if job.setting("optim.momentum") is not None
-            else ""
-        )
-        + f", weight decay {number(job.setting('optim.weight_decay'), 0)})",
-        f"schedule {job.setting('sched') or '?'}",
-        f"loss {job.setting('loss') or '?'}",
-        f"batch {job.setting('data.batch_size') or '?'}",
-        f"{job.setting('trainer.max_epochs') or job.setting('epochs') or '?'} epochs",
+        ("data", job.setting("data")),
+        ("model", job.setting("model.name") or job.setting("model")),
+        ("optimizer", f"{job.setting('optim')} ({optimizer})" if job.setting("optim") else None),
+        ("schedule", job.setting("sched")),
+        ("loss", job.setting("loss")),
+        ("batch", job.setting("data.batch_size")),
+        ("epochs", job.setting("trainer.max_epochs") or job.setting("epochs")),
     ]
-    return ", ".join(parts)
+    return (
+        ", ".join(f"{name} {value}" for name, value in parts if value is not None) or "not recorded in the jobs' config"
+    )
 
 
 def summary(results: Results) -> str:
