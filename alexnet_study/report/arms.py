@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
+from alexnet_study.config import config_dir
 from alexnet_study.report.collect import Job, Sweep
 
 # Readable names of the settings studies vary (a key not listed keeps its config path).
@@ -128,9 +128,7 @@ def _variant_keys(key: str, option: str) -> list[str]:
     """The config keys (and groups) a variant YAML sets, [] when ``key`` is no variant group."""
     if not key.startswith("variant/"):
         return []
-    from alexnet_study.config import config_dir
-
-    path = Path(config_dir()) / key / f"{option}.yaml"
+    path = config_dir() / key / f"{option}.yaml"
     if not path.is_file():
         return []
     variant = OmegaConf.to_container(OmegaConf.load(path))
