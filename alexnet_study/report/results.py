@@ -36,8 +36,8 @@ class Results:
 
     @property
     def repeats(self) -> int:
-        """The smallest number of finished runs of an arm."""
-        return min((len(r.arm.done) for r in self.arms), default=0)
+        """The smallest number of finished runs of an arm that recorded the primary metric."""
+        return min((len(r.arm.values(self.metric)) for r in self.arms), default=0)
 
     @property
     def comparable(self) -> bool:

@@ -223,7 +223,6 @@ def summary(results: Results) -> str:
         verdicts = []
         for result in results.arms[1:]:
             c = result.comparison
-            assert c is not None and c.difference is not None
             verdicts.append(f"{result.arm.label}: **{result.verdict}** ({difference(c)}, p={p_value(result.p_holm)})")
         text.append(
             f"**Verdicts** ({metric} against the baseline, Welch's t-test, Holm-adjusted over {len(verdicts)} "
