@@ -49,6 +49,8 @@ def hydra_main(cfg: DictConfig) -> float | None:
 
     _route_lightning_logs_through_hydra()
     in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
+    if in_sweep and (done := _finished_in_an_earlier_attempt()) is not None:
+        return done.get("best_val_acc")
     try:
         metrics = run(cfg)
     except StudyError as err:
@@ -71,6 +73,19 @@ def hydra_main(cfg: DictConfig) -> float | None:
         log.exception("sweep job %s failed", HydraConfig.get().job.num)
         return None
     return metrics.get("best_val_acc")
+
+
+def _finished_in_an_earlier_attempt() -> dict | None:
+    """A resumed sweep's job that finished ok before with the same overrides: its recorded metrics."""
+    from pathlib import Path
+
+    from alexnet_study.report.resume import finished_metrics
+
+    hydra_cfg = HydraConfig.get()
+    metrics = finished_metrics(Path(str(hydra_cfg.sweep.dir)), hydra_cfg.job.num, list(hydra_cfg.overrides.task))
+    if metrics is not None:
+        log.info("job %s finished ok in an earlier attempt of this sweep: re-used as it is", hydra_cfg.job.num)
+    return metrics
 
 
 def _route_lightning_logs_through_hydra() -> None:

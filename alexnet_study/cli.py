@@ -22,7 +22,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from alexnet_study.config import _compose_as_command_line, config_dir
 from alexnet_study.distributed import check_launch
-from alexnet_study.errors import ConfigError, quoted
+from alexnet_study.errors import ConfigError, check_int, quoted
 from alexnet_study.records import refuse_over_finished_run
 from alexnet_study.validate import check_groups, check_targets
 
@@ -60,6 +60,8 @@ def check_command_line(argv: Sequence[str]) -> None:
             refuse_over_finished_run(cfg, None)
         elif _numbers_jobs_in_order(cfg):
             refuse_over_finished_run(cfg, number)
+        if args.multirun:  # the sweep expands it into repeat=0..repeats-1 before any job runs
+            check_int("repeats", cfg.get("repeats"), 1, "(runs of every arm, seeds seed..seed+repeats-1)")
 
 
 def _numbers_jobs_in_order(cfg: Any) -> bool:

@@ -38,6 +38,13 @@ def count_classes(root: str, skip_bad_files: bool = False) -> int:
     return len(train_classes(root, skip_bad_files))
 
 
+def run_seed(cfg: DictConfig) -> int | None:
+    """The seed a run trains with: ``seed + repeat`` (a sweep's ``repeats`` set ``repeat``), or None."""
+    if cfg.get("seed") is None:
+        return None
+    return int(cfg.seed) + int(cfg.get("repeat") or 0)
+
+
 def register_resolvers() -> None:
     """``${auto_precision:...}``, ``${uses_cuda:...}`` and ``${count_classes:...}`` in the configs."""
     OmegaConf.register_new_resolver("auto_precision", auto_precision, replace=True)

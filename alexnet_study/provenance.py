@@ -23,6 +23,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from alexnet_study.config import run_seed
 from alexnet_study.errors import space_left
 
 log = logging.getLogger(__name__)
@@ -130,7 +131,7 @@ class Provenance:
         program = "python -m alexnet_study" if Path(sys.argv[0]).name == "__main__.py" else Path(sys.argv[0]).name
         self.fields: dict[str, Any] = {
             "command": [program, *sys.argv[1:]],
-            "seed": cfg.get("seed"),
+            "seed": run_seed(cfg),
             "deterministic": cfg.get("trainer", {}).get("deterministic"),
             "git": git_state(Path.cwd()),
             "versions": versions(),

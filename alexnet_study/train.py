@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from alexnet_study.callbacks import EpochRecorder, LogEveryEpoch
 from alexnet_study.checkpointing import AtomicCheckpointIO, ResumeState, resume_checkpoint
-from alexnet_study.config import uses_cuda
+from alexnet_study.config import run_seed, uses_cuda
 from alexnet_study.data.base import DeviceDataModule
 from alexnet_study.distributed import launched_as_rank_zero, parallel_job_devices
 from alexnet_study.errors import DivergenceError, StudyError, WriteError, first_line, no_space, space_left
@@ -122,10 +122,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     output_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     earlier = finished_metrics(output_dir)
+    seed = run_seed(cfg)
     metrics: dict[str, Any] = {
         "status": "failed",
         "error": None,
-        "seed": cfg.get("seed"),
+        "seed": seed,
         "started_at": now(),
     }
     trainer: L.Trainer | None = None
@@ -144,8 +145,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         # Under DDP every process runs this function; rank zero alone records the run.
         if launched_as_rank_zero():
             provenance = Provenance(output_dir, cfg)
-        if cfg.get("seed") is not None:
-            L.seed_everything(cfg.seed, workers=True)
+        if seed is not None:
+            L.seed_everything(seed, workers=True)
         # The model first: a bad model config fails in milliseconds, before any data is read.
         module = build_module(cfg)
         total, trainable = count_parameters(module.net)
@@ -317,7 +318,7 @@ def log_hparams(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, Any]) ->
         "weight_decay": cfg.optim.get("weight_decay"),
         "batch_size": cfg.data.get("batch_size"),
         "max_epochs": cfg.trainer.get("max_epochs"),
-        "seed": cfg.get("seed"),
+        "seed": metrics.get("seed"),
         "status": metrics.get("status"),
     }
     if HydraConfig.initialized():

@@ -49,7 +49,7 @@ SMOKE = [
     "data.train_size=32", "data.val_size=16", "data.test_size=16", "trainer=smoke",
     "trainer.limit_train_batches=1", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
     "trainer.enable_model_summary=false", "model.input_size=67", "model.hidden=[16,16]",
-    "~callbacks.dataset_views", "~callbacks.progress_bar", "trainer.enable_progress_bar=false",
+    "~callbacks.dataset_views", "~callbacks.progress_bar", "trainer.enable_progress_bar=false", "repeats=1",
 ]  # fmt: skip
 
 

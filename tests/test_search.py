@@ -81,7 +81,7 @@ def test_a_diverging_trial_is_recorded_as_failed_and_the_study_goes_on(study: di
     assert all(set(params) == SEARCHED for _, _, _, params in trials)
     assert all(0.0 <= value <= 1.0 for _, _, value, _ in trials[1:])  # val/acc_best
     # The report has every trial: its parameters, status and metrics, and the study's best.
-    with (study["sweep"] / "report.csv").open() as handle:
+    with (study["sweep"] / "jobs.csv").open() as handle:
         rows = {row["job"]: row for row in csv.DictReader(handle)}
     assert rows["0"]["status"] == "diverged" and float(rows["0"]["optim.lr"]) == 1000.0
     for number, _, value, params in trials[1:]:
@@ -104,7 +104,7 @@ def test_the_same_command_on_the_same_sweep_dir_resumes_the_stored_study(study: 
     assert trials[5].params not in [params for _, _, _, params in study["first"]]  # the sampler moved on
     sweep: Path = study["sweep"]
     assert sorted(int(p.name) for p in sweep.iterdir() if p.name.isdigit()) == [0, 1, 2, 3, 5]  # trial 4 never ran
-    with (sweep / "report.csv").open() as handle:
+    with (sweep / "jobs.csv").open() as handle:
         assert [row["job"] for row in csv.DictReader(handle)] == ["0", "1", "2", "3", "5"]
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from alexnet_study.report.resume import record_attempt
 from alexnet_study.report.write import failures, write_report
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,8 @@ class SweepFailed(SystemExit):
 
 
 class SweepReport(Callback):
-    """At the end of every multirun, write the report into the sweep dir.
+    """At the end of every multirun, write the report into the sweep dir; at its start, record the
+    launch as an attempt (``attempts.json``, see :mod:`alexnet_study.report.resume`).
 
     Failed jobs do not stop a sweep (the entry point records them in their ``metrics.json`` and
     returns), so this callback always runs; then it raises :class:`SweepFailed` (the process exits
@@ -36,6 +38,12 @@ class SweepReport(Callback):
         if fail_when not in ("any", "all"):
             raise ValueError(f"hydra.callbacks.sweep_report.fail_when={fail_when!r}: accepted: any, all")
         self.fail_when = fail_when
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Record this launch as an attempt of the sweep dir: a resumed sweep re-uses its finished jobs."""
+        number = record_attempt(Path(str(config.hydra.sweep.dir)))
+        if number > 1:
+            log.info("sweep attempt %d: jobs that finished ok in an earlier attempt are re-used", number)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))

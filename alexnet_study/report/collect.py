@@ -7,10 +7,13 @@ import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
+
+from alexnet_study.report.resume import attempt_of, read_attempts
 
 METRICS_FILE = "metrics.json"
 # (column, metrics.json key) in report order.
@@ -26,7 +29,8 @@ COLUMNS = (
     ("params_trainable", "params_trainable"),
 )
 NUMERIC = tuple(column for column, _ in COLUMNS)
-REPEAT_KEYS = ("seed",)
+# Overrides that make repeats of one arm, not arms: the seed, the sweep's repeat index and count.
+REPEAT_KEYS = ("seed", "repeat", "repeats")
 # Sweeps over at most this many classes get one test accuracy column per class (``acc/<class>``).
 MAX_CLASS_COLUMNS = 10
 
@@ -44,6 +48,29 @@ class Job:
     path: Path
     overrides: dict[str, str]
     metrics: dict[str, Any] = field(default_factory=dict)
+    # The sweep launch (1, 2, ...) that produced the metrics; None for sweeps without attempts.json.
+    attempt: int | None = None
+
+    @cached_property
+    def config(self) -> DictConfig:
+        """The job's composed config (``.hydra/config.yaml``; empty when missing)."""
+        return _load(self.path / ".hydra" / "config.yaml")
+
+    @cached_property
+    def choices(self) -> dict[str, str]:
+        """The config group options the job ran with (``optim: adam``), from ``.hydra/hydra.yaml``."""
+        choices = OmegaConf.select(_load(self.path / ".hydra" / "hydra.yaml"), "hydra.runtime.choices")
+        return {str(k): str(v) for k, v in (choices or {}).items() if v is not None}
+
+    def setting(self, key: str) -> Any:
+        """The value of config ``key`` (a group name gives its option), or None when unreadable."""
+        if key in self.choices:
+            return self.choices[key]
+        try:
+            value = OmegaConf.select(self.config, key)
+        except Exception:  # an interpolation (a resolver) that cannot resolve outside the run
+            return None
+        return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
     @property
     def status(self) -> str:
@@ -134,6 +161,11 @@ def _number(value: Any) -> float | None:
     return float(value)
 
 
+def _load(path: Path) -> DictConfig:
+    loaded = OmegaConf.load(path) if path.is_file() else OmegaConf.create()
+    return loaded if isinstance(loaded, DictConfig) else OmegaConf.create()
+
+
 def _overrides(job_dir: Path) -> dict[str, str]:
     path = job_dir / ".hydra" / "overrides.yaml"
     if not path.is_file():
@@ -156,14 +188,14 @@ def collect(sweep_dir: str | Path) -> Sweep:
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"{sweep_dir}: no such sweep directory")
-    jobs = []
+    jobs, attempts = [], read_attempts(sweep_dir)
     for job_dir in _job_dirs(sweep_dir):
         metrics_file = job_dir / METRICS_FILE
         try:
             metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
         except json.JSONDecodeError:
             metrics = {"status": "failed", "error": f"unreadable {METRICS_FILE}"}
-        jobs.append(Job(job_dir.name, job_dir, _overrides(job_dir), metrics))
+        jobs.append(Job(job_dir.name, job_dir, _overrides(job_dir), metrics, attempt_of(attempts, metrics)))
     keys = sorted({key for job in jobs for key in job.overrides})
     varying = [key for key in keys if len({job.overrides.get(key) for job in jobs}) > 1]
     return Sweep(sweep_dir, jobs, varying)

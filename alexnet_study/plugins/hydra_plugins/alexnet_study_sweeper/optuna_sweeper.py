@@ -101,6 +101,9 @@ class OptunaStudySweeper(Sweeper):
         self.sampler, self.seed, self.study_name, self.storage = sampler, seed, study_name, storage
         self.enqueue = [_plain(entry) for entry in enqueue or []]
         self.ignored_params = dict(params or {})
+        # Every sweep's repeats (repeat=range(0,${repeats}), conf/hydra/default.yaml): a trial runs once.
+        if str(self.ignored_params.pop("repeat", "range(0,1)")).replace(" ", "") != "range(0,1)":
+            log.warning("repeats: a search runs each trial once (the study's sampler decides what to run again)")
         self.config: DictConfig | None = None
         self.launcher: Launcher | None = None
         self.hydra_context: HydraContext | None = None
