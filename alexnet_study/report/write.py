@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
 from alexnet_study import plots
+from alexnet_study.analysis.sweep import FILTERS_BY_ARM, filters_by_arm
 from alexnet_study.report.collect import Sweep, collect
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,9 @@ def write_report(sweep_dir: str | Path) -> Sweep:
     if repeat_rows:
         _write_csv(sweep.path / "report_mean.csv", repeat_rows)
     figures = _write_figures(sweep, rows, means)
+    arms = filters_by_arm(sweep)  # each arm's conv1 filters, when its jobs kept checkpoints
+    if arms is not None:
+        figures.append(plots.save(arms, sweep.path / FILTERS_BY_ARM).name)
     (sweep.path / "report.md").write_text(_markdown(sweep, rows, repeat_rows, figures))
     log.info("sweep report: %s (%d jobs)", sweep.path / "report.md", len(rows))
     return sweep
