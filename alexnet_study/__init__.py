@@ -8,6 +8,8 @@ The Python API (for notebooks and scripts)::
     run = ast.fit(["data=synthetic", "trainer=smoke"])        # the command line's run, in-process
     ast.plots.training_curves({"run": run.history})           # the report's own figures
     table = ast.load_sweep("outputs/lr_sweep/multiruns/...")  # report rows (pandas if installed)
+    trained = ast.load_trained(run.run_dir)                   # best checkpoint, classes, test images
+    ast.grad_cam_view(trained)                                # also filters_view, activations_view, ...
 """
 
 from __future__ import annotations
@@ -38,6 +40,17 @@ _LAZY = {
     "sweep_figures": "alexnet_study.report",
     "write_report": "alexnet_study.report",
     "plots": "alexnet_study.plots",
+    # What a trained network learned (alexnet_study.analysis): each view is a function returning a figure.
+    "load_trained": "alexnet_study.analysis",
+    "analysis_views": "alexnet_study.analysis",
+    "filters_view": "alexnet_study.analysis",
+    "activations_view": "alexnet_study.analysis",
+    "grad_cam_view": "alexnet_study.analysis",
+    "mistakes_view": "alexnet_study.analysis",
+    "confusion_view": "alexnet_study.analysis",
+    "explain": "alexnet_study.analysis",
+    "explain_figure": "alexnet_study.analysis",
+    "sweep_filters_figure": "alexnet_study.analysis",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -154,7 +154,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         log.info("model %s: %s parameters, %s trainable", cfg.model.get("name", "?"), f"{total:,}", f"{trainable:,}")
 
         datamodule = instantiate(cfg.data)
-        trainer = build_trainer(cfg, [recorder, *([RecordDataset(provenance)] if provenance else [])])
+        # The analysis= group: views of what the network learned, drawn after testing (conf/analysis/).
+        views = [instantiate(cfg.analysis)] if cfg.get("analysis") else []
+        trainer = build_trainer(cfg, [recorder, *([RecordDataset(provenance)] if provenance else []), *views])
         metrics.update(device=_device_name(trainer), precision=str(trainer.precision))
         for lg in trainer.loggers:
             lg.log_metrics({"params/total": total, "params/trainable": trainable}, step=0)

@@ -40,6 +40,8 @@ TINY = [
     "trainer.enable_model_summary=false",
     "~callbacks.progress_bar",
     "trainer.enable_progress_bar=false",
+    # The analysis views have their own tests (test_analysis.py, which turns them back on).
+    "analysis=none",
 ]
 
 # Any experiment, shrunk to seconds: synthetic data, one batch per stage, a 67-pixel input (the

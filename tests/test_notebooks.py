@@ -11,6 +11,8 @@ from nbclient import NotebookClient
 from .conftest import REPO_ROOT
 
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
+# Figures each notebook draws at least: sizes and costs + trained and untrained conv1 filters; curves; curves.
+MIN_FIGURES = {"01_architectures": 3, "02_quick_study": 1, "03_sweep_analysis": 1}
 
 
 def test_the_three_notebooks_are_there() -> None:
@@ -37,5 +39,8 @@ def test_notebook_runs_top_to_bottom(path: Path, tmp_path: Path) -> None:
     notebook = nbformat.read(path, as_version=4)
     resources = {"metadata": {"path": str(tmp_path)}}
     NotebookClient(notebook, timeout=300, kernel_name="python3", resources=resources).execute()
-    errors = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
-    assert not errors
+    outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    # The figures a cell returns are drawn inline (a bare matplotlib Figure only prints its repr).
+    figures = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert len(figures) >= MIN_FIGURES[path.stem], f"{path.name}: {len(figures)} figures shown"

@@ -13,6 +13,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from alexnet_study import plots
+from alexnet_study.analysis.sweep import FILTERS_BY_ARM, filters_by_arm
 from alexnet_study.report import stats
 from alexnet_study.report.collect import Sweep, collect
 from alexnet_study.report.figures import FIGURES, sweep_figures
@@ -35,6 +36,10 @@ def write_report(sweep_dir: str | Path) -> Sweep:
     _write_csv(sweep.path / "report.csv", arm_rows(results))
     _write_csv(sweep.path / "jobs.csv", job_rows(results))
     figures = sweep_figures(sweep, results)
+    # Each arm's conv1 filters side by side, when its runs kept checkpoints.
+    arm_filters = filters_by_arm([(r.arm.label, [job.path for job in r.arm.done]) for r in results.arms])
+    if arm_filters is not None:
+        figures[FILTERS_BY_ARM] = arm_filters
     for name in STALE:  # figures and tables an earlier report wrote that this one does not
         if name not in figures:
             (sweep.path / name).unlink(missing_ok=True)
