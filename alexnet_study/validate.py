@@ -314,7 +314,7 @@ def _check_num_classes(cfg: DictConfig) -> None:
         return
     if OmegaConf.is_missing(data, "num_classes"):
         raise ConfigError("data.num_classes=???: required for this dataset; set it to the number of classes")
-    data_classes = _resolved(data, "num_classes")
+    data_classes = _data_value(data, "num_classes")
     check_int("data.num_classes", data_classes, 2)
     model_classes = model.get("num_classes") if isinstance(model, DictConfig) else None
     if model_classes is not None and model_classes != data_classes:
@@ -342,7 +342,7 @@ def _check_num_classes(cfg: DictConfig) -> None:
                 )
 
 
-def _resolved(node: DictConfig, key: str) -> Any:
+def _data_value(node: DictConfig, key: str) -> Any:
     """``node[key]``; a user error raised while resolving it (``${count_classes:...}`` on a root
     without train/) surfaces as itself, any other resolution failure as one ConfigError line."""
     try:
