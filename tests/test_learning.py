@@ -43,6 +43,11 @@ SMALL = [
 ]  # fmt: skip
 
 
+# Arms whose point is that they do not learn: eight sigmoid layers pass back a gradient shrunk ~4x at each
+# (sigmoid' <= 1/4), which is what the activation study measures; in 24 steps their loss stays at chance.
+EXPECTED_FLAT = {("activation_sweep", "model.activation=sigmoid")}
+
+
 def experiment_arms() -> list[tuple[str, list[str]]]:
     """(experiment, overrides of one arm) for every combination of every experiment's sweeper params
     (repeats over ``seed`` are one arm)."""
@@ -100,8 +105,16 @@ def test_every_study_has_arms() -> None:
     assert names == {p.stem for p in (REPO_ROOT / "conf" / "experiment").glob("[!_]*.yaml")}
 
 
+def _cases() -> list[Any]:
+    flat = pytest.mark.xfail(reason="expected not to learn: the study's negative arm", strict=False)
+    return [
+        pytest.param(name, arm, marks=[flat] if (name, ",".join(arm)) in EXPECTED_FLAT else [])
+        for name, arm in experiment_arms()
+    ]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize(("name", "arm"), experiment_arms(), ids=lambda v: v if isinstance(v, str) else ",".join(v))
+@pytest.mark.parametrize(("name", "arm"), _cases(), ids=lambda v: v if isinstance(v, str) else ",".join(v))
 def test_every_arm_of_every_study_learns(make_cfg, name: str, arm: list[str]) -> None:
     losses = train_losses(arm_config(make_cfg, name, arm))
     first, last = sum(losses[:WINDOW]) / WINDOW, sum(losses[-WINDOW:]) / WINDOW
