@@ -14,7 +14,7 @@ from alexnet_study.models.layers import (
     conv_output_size,
     init_weights,
     make_activation,
-    paper_lrn,
+    make_lrn,
 )
 from alexnet_study.models.spec import ModelSpec, resolve_spec
 from alexnet_study.models.transfer import TransferOptions, prepare
@@ -71,13 +71,13 @@ class AlexNet(nn.Module):
                 add(f"bn{i}", nn.BatchNorm2d(channels))
             add(f"act{i}", make_activation(spec.activation))
             if layer.lrn and not (spec.lrn_after_pool and layer.pool):
-                add(f"lrn{i}", paper_lrn())
+                add(f"lrn{i}", make_lrn(spec.lrn_constants))
             if layer.pool:
                 pool = layer.pool
                 size = _next_size(spec, f"pool{i}", channels, size, pool.kernel_size, pool.stride, pool.padding)
                 add(f"pool{i}", nn.MaxPool2d(pool.kernel_size, pool.stride, pool.padding))
                 if layer.lrn and spec.lrn_after_pool:
-                    add(f"lrn{i}", paper_lrn())
+                    add(f"lrn{i}", make_lrn(spec.lrn_constants))
         return modules, convs, channels, size
 
     def _classifier(self, spec: ModelSpec, in_features: int, first_fc: int) -> tuple[list[nn.Module], list[nn.Linear]]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from alexnet_study.errors import ConfigError, check_int
-from alexnet_study.models.layers import ACTIVATIONS, INITS
+from alexnet_study.models.layers import ACTIVATIONS, INITS, LRN_CONSTANTS
 
 MAX_FC_DEPTH = 4
 DROPOUT_POSITIONS = ("input", "output")
@@ -62,6 +62,7 @@ class ModelSpec:
     activation: str = "relu"
     fc_activation: str = "relu"
     lrn_after_pool: bool = False
+    lrn_constants: str = "paper"
     init: str = "default"
     in_channels: int = 3
     num_classes: int = 1000
@@ -164,6 +165,7 @@ def resolve_spec(
     activation: str = "relu",
     fc_activation: str | None = None,
     lrn_after_pool: bool = False,
+    lrn_constants: str = "paper",
     init: str = "default",
     in_channels: int = 3,
     num_classes: int = 1000,
@@ -261,6 +263,7 @@ def resolve_spec(
         activation=_check_choice(_key("activation"), activation, activations),
         fc_activation=_check_choice(_key("fc_activation"), fc_activation or activation, activations),
         lrn_after_pool=bool(lrn_after_pool),
+        lrn_constants=_check_choice(_key("lrn_constants"), lrn_constants, tuple(LRN_CONSTANTS)),
         init=_check_choice(_key("init"), init, INITS),
         in_channels=check_int(_key("in_channels"), in_channels, 1),
         num_classes=check_int(_key("num_classes"), num_classes, 2),
