@@ -21,8 +21,8 @@ __version__ = "0.1.0"
 # the parts that need neither Hydra nor OmegaConf (models, data pipeline, `python -m
 # alexnet_study.bench` on a bare GPU image) import without them.
 _LAZY = {
-    "compose": "alexnet_study.config",
-    "config_dir": "alexnet_study.config",
+    "compose": "alexnet_study.config.compose",
+    "config_dir": "alexnet_study.config.presets",
     "build_model": "alexnet_study.api",
     "summarize": "alexnet_study.api",
     "fit": "alexnet_study.api",
@@ -37,7 +37,7 @@ _LAZY = {
     "resolve_spec": "alexnet_study.models",
     "sweep_figures": "alexnet_study.report",
     "write_report": "alexnet_study.report",
-    "plots": "alexnet_study.plots",
+    "plots": "alexnet_study.report.plots",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -2,7 +2,7 @@
 
 Everything here goes through the same configs and code as the command line: a model is a
 ``conf/model`` preset plus overrides, a training run is ``compose`` + ``train.run``, and the
-figures are the sweep report's own (:mod:`alexnet_study.plots`, :func:`report.sweep_figures`).
+figures are the sweep report's own (:mod:`alexnet_study.report.plots`, :func:`report.sweep_figures`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from omegaconf import OmegaConf, open_dict
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from alexnet_study.config import compose
+from alexnet_study.config.compose import compose
 from alexnet_study.models.builder import AlexNet, count_parameters
 from alexnet_study.report import collect, write_report
 from alexnet_study.report.collect import METRICS_FILE, history
@@ -33,7 +33,7 @@ def build_model(preset: str = "alexnet", num_classes: int = 10, **overrides: Any
 
     >>> net = build_model("alexnet_tflearn", num_classes=17, pool_strides=[3, 3, 2], dropout=[0.4, 0.3])
     """
-    from alexnet_study.train import instantiate  # unwraps the one-line config errors
+    from alexnet_study.training.run import instantiate  # unwraps the one-line config errors
 
     cfg = compose([f"model={preset}", "data=synthetic", f"data.num_classes={num_classes}"])
     with open_dict(cfg.model):
@@ -139,12 +139,12 @@ class Run:
 def fit(overrides: Sequence[str] = (), output_dir: str | Path | None = None) -> Run:
     """Train (and test) in this process exactly as ``python -m alexnet_study OVERRIDES`` would.
 
-    (Named ``fit`` because ``alexnet_study.train`` is the module that does the work.)
+    (Named ``fit`` because ``alexnet_study.training.run`` is the module that does the work.)
 
     The run dir defaults to ``outputs/notebook/runs/<time>`` under the working directory.
     Returns the :class:`Run` (metrics as written to ``metrics.json``).
     """
-    from alexnet_study.train import run
+    from alexnet_study.training.run import run
 
     run_dir = Path(output_dir or Path("outputs/notebook/runs") / datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f"))
     cfg = compose(overrides, output_dir=run_dir.resolve())

@@ -16,7 +16,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
 from alexnet_study.__main__ import main as entry_point
-from alexnet_study.config import compose
+from alexnet_study.config.compose import compose
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("ALEXNET_STUDY_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))

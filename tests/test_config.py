@@ -13,9 +13,10 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from alexnet_study.config import auto_precision, config_dir
+from alexnet_study.config.compose import auto_precision
+from alexnet_study.config.presets import config_dir
 from alexnet_study.models import AlexNet
-from alexnet_study.train import build_module
+from alexnet_study.training.run import build_module
 
 from .conftest import REPO_ROOT
 
@@ -119,7 +120,7 @@ def test_conf_ships_in_the_wheel_and_is_found_there(tmp_path: Path) -> None:
     assert not any(n.startswith("alexnet_study/plugins/") for n in names)  # shipped once, where Hydra looks
 
     script = (
-        "import alexnet_study, alexnet_study.config as c;"
+        "import alexnet_study, alexnet_study.config.compose as c;"
         "print(alexnet_study.__file__); print(c.config_dir());"
         "print(c.compose(['model=alexnet_2012', 'data=synthetic']).model.name);"
         "from hydra.core.plugins import Plugins; from hydra.plugins.sweeper import Sweeper;"

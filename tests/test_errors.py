@@ -17,7 +17,7 @@ def test_first_line_of_an_error_message() -> None:
 def test_an_unresolvable_target_is_one_line(make_cfg) -> None:
     from omegaconf import open_dict
 
-    from alexnet_study.validate import check_targets
+    from alexnet_study.config.validate import check_targets
 
     cfg = make_cfg()
     with open_dict(cfg):

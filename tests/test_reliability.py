@@ -23,12 +23,12 @@ import pytest
 import torch
 from torch import nn
 
-from alexnet_study.checkpointing import LAST, LastCheckpoint, previous_path
+from alexnet_study.config.validate import EXTRA_TARGETS_ENV, validate_config
 from alexnet_study.errors import CheckpointError, ConfigError, DivergenceError, check_int
-from alexnet_study.guards import DivergenceGuard
-from alexnet_study.provenance import git_state
-from alexnet_study.train import run
-from alexnet_study.validate import EXTRA_TARGETS_ENV, validate_config
+from alexnet_study.training.callbacks.checkpointing import LAST, LastCheckpoint, previous_path
+from alexnet_study.training.callbacks.divergence import DivergenceGuard
+from alexnet_study.training.callbacks.provenance import git_state
+from alexnet_study.training.run import run
 
 from . import conftest
 from .conftest import REPO_ROOT, TINY
@@ -129,7 +129,7 @@ def error_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The reference: RESUMABLE run in-process, start to finish."""
-    from alexnet_study.config import compose
+    from alexnet_study.config.compose import compose
 
     root = tmp_path_factory.mktemp("uninterrupted")
     torch.set_num_threads(THREADS)
@@ -487,7 +487,7 @@ def test_same_seed_deterministic_cpu_runs_give_identical_metrics(make_cfg, unint
 
 
 def test_deterministic_on_a_gpu_warns_instead_of_failing(make_cfg, monkeypatch: pytest.MonkeyPatch, caplog) -> None:
-    from alexnet_study import train
+    from alexnet_study.training import run as train
 
     monkeypatch.setattr(train, "uses_cuda", lambda accelerator="auto": True)  # as on a CUDA machine
     trainer = train.build_trainer(make_cfg(*TINY, "trainer.deterministic=true"))

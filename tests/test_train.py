@@ -10,9 +10,9 @@ import lightning as L
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from alexnet_study.config.validate import EXTRA_TARGETS_ENV
 from alexnet_study.errors import DataError
-from alexnet_study.train import run
-from alexnet_study.validate import EXTRA_TARGETS_ENV
+from alexnet_study.training.run import run
 
 from .conftest import run_cli
 

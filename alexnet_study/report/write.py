@@ -12,7 +12,7 @@ from typing import Any
 from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
-from alexnet_study import plots
+from alexnet_study.report import plots
 from alexnet_study.report.collect import Sweep, collect
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ message and exit status 1, and it instantiates ``hydra.callbacks`` before any of
 :func:`check_command_line` composes the same config first (each job of a ``-m`` sweep), checks
 every ``_target_`` against the allowlist, and raises :class:`ConfigError` with one line; the entry
 point prints it and exits with status 2. Values (learning rate, layers, ...) are checked per run in
-:func:`alexnet_study.train.run`, so one bad job of a sweep does not stop the others.
+:func:`alexnet_study.training.run.run`, so one bad job of a sweep does not stop the others.
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ from typing import Any
 from hydra.errors import HydraException, OverrideParseException
 from omegaconf.errors import OmegaConfBaseException
 
-from alexnet_study.config import _compose_as_command_line, config_dir
-from alexnet_study.distributed import check_launch
+from alexnet_study.cluster.distributed import check_launch
+from alexnet_study.config.compose import _compose_as_command_line
+from alexnet_study.config.presets import config_dir
+from alexnet_study.config.validate import check_targets
 from alexnet_study.errors import ConfigError
-from alexnet_study.validate import check_targets
 
 # Composing takes ~30 ms a job; beyond this many jobs Hydra's own pre-launch check takes over.
 MAX_JOBS_CHECKED = 200

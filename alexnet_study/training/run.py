@@ -19,17 +19,17 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from omegaconf import DictConfig, OmegaConf
 
-from alexnet_study.callbacks import EpochRecorder
-from alexnet_study.checkpointing import AtomicCheckpointIO, ResumeState, resume_checkpoint
-from alexnet_study.config import uses_cuda
+from alexnet_study.cluster.distributed import launched_as_rank_zero, parallel_job_devices
+from alexnet_study.cluster.requeue import SubmititRequeue, slurm_environment
+from alexnet_study.config.compose import uses_cuda
+from alexnet_study.config.validate import validate_config
 from alexnet_study.data.base import DeviceDataModule
-from alexnet_study.distributed import launched_as_rank_zero, parallel_job_devices
 from alexnet_study.errors import DivergenceError, StudyError, first_line
 from alexnet_study.models.builder import count_parameters
-from alexnet_study.module import ImageClassifier
-from alexnet_study.provenance import Provenance, RecordDataset, device_name, now, write_atomically
-from alexnet_study.requeue import SubmititRequeue, slurm_environment
-from alexnet_study.validate import validate_config
+from alexnet_study.training.callbacks.checkpointing import AtomicCheckpointIO, ResumeState, resume_checkpoint
+from alexnet_study.training.callbacks.provenance import Provenance, RecordDataset, device_name, now, write_atomically
+from alexnet_study.training.callbacks.recorder import EpochRecorder
+from alexnet_study.training.module import ImageClassifier
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ and what is accepted:
   refused too. A guard against configs calling arbitrary Python, not a sandbox.
 - values (:func:`check_values`): names of activations, optimizers and losses, rates, learning
   rate, batch sizes, the model spec (layers, strides, depths) and class counts.
-- the launch (:func:`alexnet_study.distributed.check_launch`): DDP settings that the way this run
+- the launch (:func:`alexnet_study.cluster.distributed.check_launch`): DDP settings that the way this run
   was started (``-m``, the Hydra launcher) cannot honour.
 """
 
@@ -25,8 +25,8 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from alexnet_study.cluster.distributed import check_launch
 from alexnet_study.data.files import class_folders, has_images
-from alexnet_study.distributed import check_launch
 from alexnet_study.errors import ConfigError, check_int, first_line
 
 ALLOWED_PACKAGES = ("torch", "torchvision", "lightning", "torchmetrics", "alexnet_study")
