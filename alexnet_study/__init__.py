@@ -2,12 +2,12 @@
 
 The Python API (for notebooks and scripts)::
 
-    import alexnet_study as ast
-    net = ast.build_model("alexnet_2012", num_classes=10)      # a preset plus overrides
-    print(ast.summarize(net))                                 # shapes, parameters, FLOPs per layer
-    run = ast.fit(["data=synthetic", "trainer=smoke"])        # the command line's run, in-process
-    ast.plots.training_curves({"run": run.history})           # the report's own figures
-    table = ast.load_sweep("outputs/lr_sweep/multiruns/...")  # report rows (pandas if installed)
+    import alexnet_study as als
+    net = als.build_model("alexnet_2012", num_classes=10)      # a preset plus overrides
+    print(als.summarize(net))                                 # shapes, parameters, FLOPs per layer
+    run = als.fit(["data=synthetic", "trainer=smoke"])        # the command line's run, in-process
+    als.plots.training_curves({"run": run.history})           # the report's own figures
+    table = als.load_sweep("outputs/lr_sweep/multiruns/...")  # report rows as a DataFrame
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ _LAZY = {
     "sweep_figures": "alexnet_study.report",
     "write_report": "alexnet_study.report",
     "plots": "alexnet_study.report.plots",
+    "report": "alexnet_study.report",
 }
 
 __all__ = ["__version__", *_LAZY]
@@ -47,4 +48,4 @@ def __getattr__(name: str) -> Any:
     if name not in _LAZY:
         raise AttributeError(f"module 'alexnet_study' has no attribute {name!r}")
     module = importlib.import_module(_LAZY[name])
-    return module if name == "plots" else getattr(module, name)
+    return module if name in ("plots", "report") else getattr(module, name)
