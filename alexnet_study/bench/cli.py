@@ -220,7 +220,38 @@ def _bench_model(
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    device = torch.device(args.device)
+    device = _device(args.device)
+    peak, peak_source = peak_tflops(device, args.peak_tflops)
+    settings = Settings(
+        device, args.batch_size, args.steps, args.warmup, args.repeats, args.dataset_size,
+        args.workers, args.naive_workers, args.compile, peak, args.seed, args.quick,
+    )  # fmt: skip
+    models = _checked_models(args)
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    report = _new_report(args, device, device_name, peak, peak_source)
+    print(
+        f"alexnet_study.bench on {device_name} ({device}); torch {torch.__version__}; peak: {_fmt(peak, 'g', ' TFLOP/s')} ({peak_source})"
+    )
+    if args.profile is not None and args.profile.exists():
+        args.profile.unlink()
+    work_dir = args.work_dir or (
+        Path(tempfile.mkdtemp(prefix="alexnet_bench_")) if args.trainer or args.sweep else None
+    )
+    for name in models:
+        _bench_model(name, args, settings, report, work_dir)
+    _compare(report)
+    if args.sweep:
+        report["sweep"] = time_sweep(args.sweep_experiment, args.sweep_overrides.split(), work_dir / "sweep")
+    _print_report(report, args.batch_size, device_name)
+    if args.json:
+        _write_json(args.json, report)
+        print(f"\nwrote {args.json}")
+    return report
+
+
+def _device(name: str) -> torch.device:
+    """The device to measure on; on CUDA, made current and with cuDNN autotuning as the trainer has it."""
+    device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise SystemExit("--device cuda: no CUDA GPU here; use --device cpu")
@@ -228,23 +259,28 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             device = torch.device("cuda", torch.cuda.current_device())
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True  # as the package's trainer (trainer.benchmark: true)
-    peak, peak_source = peak_tflops(device, args.peak_tflops)
-    settings = Settings(
-        device, args.batch_size, args.steps, args.warmup, args.repeats, args.dataset_size,
-        args.workers, args.naive_workers, args.compile, peak, args.seed, args.quick,
-    )  # fmt: skip
-    models = _name_list(args.models)
-    pipelines = _name_list(args.pipelines)
-    unknown = [p for p in pipelines if p not in PIPELINES]
+    return device
+
+
+def _checked_models(args: argparse.Namespace) -> list[str]:
+    """``--models``, each a readable preset, after ``--pipelines`` is checked."""
+    unknown = [p for p in _name_list(args.pipelines) if p not in PIPELINES]
     if unknown:
         raise SystemExit(f"--pipelines: unknown {unknown}; accepted: {', '.join(PIPELINES)}, none")
+    models = _name_list(args.models)
     for name in models:
         try:
             model_config(name, args.image_size)
         except ConfigError as err:
             raise SystemExit(f"--models: {err}") from None
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
-    report: dict[str, Any] = {
+    return models
+
+
+def _new_report(
+    args: argparse.Namespace, device: torch.device, device_name: str, peak: float | None, peak_source: str
+) -> dict[str, Any]:
+    """The JSON report before any measurement: the machine and the settings."""
+    return {
         "device": str(device),
         "device_name": device_name,
         "cpu_count": os.cpu_count(),
@@ -271,18 +307,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "batch_sizes": [],
         "trainer": [],
     }
-    print(
-        f"alexnet_study.bench on {device_name} ({device}); torch {torch.__version__}; peak: {_fmt(peak, 'g', ' TFLOP/s')} ({peak_source})"
-    )
-    if args.profile is not None and args.profile.exists():
-        args.profile.unlink()
-    work_dir = args.work_dir or (
-        Path(tempfile.mkdtemp(prefix="alexnet_bench_")) if args.trainer or args.sweep else None
-    )
 
-    for name in models:
-        _bench_model(name, args, settings, report, work_dir)
 
+def _compare(report: dict[str, Any]) -> None:
+    """Speed-ups over ``package`` for every row, and the memory note."""
     for rows in (report["results"], report["batch_sizes"]):
         _add_speedups(rows)
     for row in report["trainer"]:
@@ -291,10 +319,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             row["package_speedup"] = base["images_per_s"] / row["images_per_s"]
     report["memory_note"] = memory_note(report)
 
-    if args.sweep:
-        report["sweep"] = time_sweep(args.sweep_experiment, args.sweep_overrides.split(), work_dir / "sweep")
 
-    print_table(report["results"], f"Training throughput, batch {args.batch_size} ({device_name})")
+def _print_report(report: dict[str, Any], batch_size: int, device_name: str) -> None:
+    print_table(report["results"], f"Training throughput, batch {batch_size} ({device_name})")
     print_table(report["batch_sizes"], "Batch size vs throughput ('package')")
     print_table(report["trainer"], "The package's Lightning loop (train.run), after its first epoch")
     if report["memory_note"]:
@@ -304,10 +331,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         print(f"\nSweep {sweep['experiment']!r}: one after another {sweep['sequential']['seconds']:.1f} s "
               f"({sweep['sequential']['jobs']} jobs), concurrently {sweep['parallel']['seconds']:.1f} s "
               f"({sweep['parallel']['jobs']} jobs)")  # fmt: skip
-    if args.json:
-        _write_json(args.json, report)
-        print(f"\nwrote {args.json}")
-    return report
 
 
 def _write_json(path: Path, report: dict[str, Any]) -> None:
