@@ -42,8 +42,8 @@ def model_config(name: str, input_size: int | None = None, in_channels: int = 3)
 
 
 def sgd_config() -> dict[str, Any]:
-    """``conf/optim/sgd.yaml``'s arguments (the default optimizer)."""
-    return {k: v for k, v in preset("optim", "sgd").items() if not k.startswith("_")}
+    """``conf/optim/sgd.yaml``'s arguments (the default optimizer); ``fused`` is each pipeline's own."""
+    return {k: v for k, v in preset("optim", "sgd").items() if not k.startswith("_") and k != "fused"}
 
 
 # -- the model, its FLOPs and one training step -------------------------------------------------
