@@ -70,7 +70,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         prog="python -m alexnet_study.bench",
         description="Steady-state training images/s of this package's pipeline vs the standard torchvision "
         "DataLoader recipe and a naive fp32 script, for AlexNet presets on CIFAR-10-shaped data "
-        "(random 32x32 images, resized to the model's input). See the module's docstring and the README.",
+        "(random 32x32 images, resized to the model's input). See docs/performance.md.",
     )
     add = parser.add_argument
     add("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cuda (when present) or cpu")

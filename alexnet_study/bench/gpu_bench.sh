@@ -13,7 +13,7 @@
 # Runs from the repository root with the python3 that has torch, torchvision, lightning,
 # torchmetrics, pillow and PyYAML; installs nothing from the network. 'lightning' and 'sweep'
 # also need hydra-core, omegaconf, antlr4-python3-runtime and hydra-joblib-launcher: when .whl/
-# holds their wheels (README, Performance), they are installed into /tmp/site first.
+# holds their wheels (docs/performance.md), they are installed into /tmp/site first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 part=${1:?usage: bash alexnet_study/bench/gpu_bench.sh main|compile|lightning|sweep|all [OUT_DIR]}

@@ -74,7 +74,7 @@ def lightning_run(
         from alexnet_study.config.compose import compose
         from alexnet_study.training.run import run
     except ImportError as err:
-        raise SystemExit(f"--trainer needs hydra-core and omegaconf ({err}); see README, Performance") from None
+        raise SystemExit(f"--trainer needs hydra-core and omegaconf ({err}); see docs/performance.md") from None
     batch = s.batch_size
     overrides = [
         f"paths.root_dir={output_root}",
