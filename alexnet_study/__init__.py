@@ -2,14 +2,14 @@
 
 The Python API (for notebooks and scripts)::
 
-    import alexnet_study as ast
-    net = ast.build_model("alexnet_2012", num_classes=10)      # a preset plus overrides
-    print(ast.summarize(net))                                 # shapes, parameters, FLOPs per layer
-    run = ast.fit(["data=synthetic", "trainer=smoke"])        # the command line's run, in-process
-    ast.plots.training_curves({"run": run.history})           # the report's own figures
-    table = ast.load_sweep("outputs/lr_sweep/multiruns/...")  # report rows (pandas if installed)
-    trained = ast.load_trained(run.run_dir)                   # best checkpoint, classes, test images
-    ast.grad_cam_view(trained)                                # also filters_view, activations_view, ...
+    import alexnet_study as als
+    net = als.build_model("alexnet_2012", num_classes=10)      # a preset plus overrides
+    print(als.summarize(net))                                 # shapes, parameters, FLOPs per layer
+    run = als.fit(["data=synthetic", "trainer=smoke"])        # the command line's run, in-process
+    als.plots.training_curves({"run": run.history})           # the report's own figures
+    table = als.load_sweep("outputs/lr_sweep/multiruns/...")  # report rows as a DataFrame
+    trained = als.load_trained(run.run_dir)                   # best checkpoint, classes, test images
+    als.grad_cam_view(trained)                                # also filters_view, activations_view, ...
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ __version__ = "0.1.0"
 # the parts that need neither Hydra nor OmegaConf (models, data pipeline, `python -m
 # alexnet_study.bench` on a bare GPU image) import without them.
 _LAZY = {
-    "compose": "alexnet_study.config",
-    "config_dir": "alexnet_study.config",
+    "compose": "alexnet_study.config.compose",
+    "config_dir": "alexnet_study.config.presets",
     "build_model": "alexnet_study.api",
     "summarize": "alexnet_study.api",
     "fit": "alexnet_study.api",
@@ -39,7 +39,8 @@ _LAZY = {
     "resolve_spec": "alexnet_study.models",
     "sweep_figures": "alexnet_study.report",
     "write_report": "alexnet_study.report",
-    "plots": "alexnet_study.plots",
+    "plots": "alexnet_study.report.plots",
+    "report": "alexnet_study.report",
     # What a trained network learned (alexnet_study.analysis): each view is a function returning a figure.
     "load_trained": "alexnet_study.analysis",
     "analysis_views": "alexnet_study.analysis",
@@ -60,4 +61,4 @@ def __getattr__(name: str) -> Any:
     if name not in _LAZY:
         raise AttributeError(f"module 'alexnet_study' has no attribute {name!r}")
     module = importlib.import_module(_LAZY[name])
-    return module if name == "plots" else getattr(module, name)
+    return module if name in ("plots", "report") else getattr(module, name)

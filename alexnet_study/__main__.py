@@ -16,8 +16,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from alexnet_study.cli import check_command_line
-from alexnet_study.config import config_dir
+from alexnet_study.config.cli import check_command_line
+from alexnet_study.config.presets import config_dir
 from alexnet_study.errors import StudyError
 
 log = logging.getLogger("alexnet_study")
@@ -43,9 +43,9 @@ def hydra_main(cfg: DictConfig) -> float | None:
     # Imported after Hydra has parsed the command line: --help stays fast.
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-    from alexnet_study import requeue
-    from alexnet_study.distributed import launched_as_rank_zero
-    from alexnet_study.train import run
+    from alexnet_study.cluster import requeue
+    from alexnet_study.cluster.distributed import launched_as_rank_zero
+    from alexnet_study.training.run import run
 
     _route_lightning_logs_through_hydra()
     in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN

@@ -2,7 +2,7 @@
 
 Everything here goes through the same configs and code as the command line: a model is a
 ``conf/model`` preset plus overrides, a training run is ``compose`` + ``train.run``, and the
-figures are the sweep report's own (:mod:`alexnet_study.plots`, :func:`report.sweep_figures`).
+figures are the sweep report's own (:mod:`alexnet_study.report.plots`, :func:`report.sweep_figures`).
 """
 
 from __future__ import annotations
@@ -15,12 +15,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from alexnet_study.config import compose
+from alexnet_study.config.compose import compose
+from alexnet_study.config.presets import preset as read_preset
 from alexnet_study.models.builder import AlexNet, count_parameters
 from alexnet_study.report import collect, write_report
 from alexnet_study.report.collect import METRICS_FILE, history
@@ -28,17 +30,24 @@ from alexnet_study.report.collect import METRICS_FILE, history
 # -- models -----------------------------------------------------------------------------------
 
 
-def build_model(preset: str = "alexnet", num_classes: int = 10, **overrides: Any) -> nn.Module:
+def build_model(
+    preset: str = "alexnet", num_classes: int = 10, normalize: str = "imagenet", **overrides: Any
+) -> nn.Module:
     """A network from a ``conf/model`` preset, with any spec key or study knob overridden.
+
+    Only the model preset is read: the data, trainer and logger groups play no part. The two
+    values a preset takes from the data (``num_classes`` and its ``normalize``) are arguments.
 
     >>> net = build_model("alexnet_tflearn", num_classes=17, pool_strides=[3, 3, 2], dropout=[0.4, 0.3])
     """
-    from alexnet_study.train import instantiate  # unwraps the one-line config errors
+    from alexnet_study.training.run import instantiate  # unwraps the one-line config errors
 
-    cfg = compose([f"model={preset}", "data=synthetic", f"data.num_classes={num_classes}"])
-    with open_dict(cfg.model):
-        node = OmegaConf.merge(cfg.model, overrides)
-    return instantiate(node)
+    root = OmegaConf.create(
+        {"model": read_preset("model", preset), "data": {"num_classes": num_classes, "normalize": normalize}}
+    )
+    node = OmegaConf.merge(root.model, overrides)
+    root.model = node
+    return instantiate(root.model)
 
 
 @dataclass
@@ -139,12 +148,12 @@ class Run:
 def fit(overrides: Sequence[str] = (), output_dir: str | Path | None = None) -> Run:
     """Train (and test) in this process exactly as ``python -m alexnet_study OVERRIDES`` would.
 
-    (Named ``fit`` because ``alexnet_study.train`` is the module that does the work.)
+    (Named ``fit`` because ``alexnet_study.training.run`` is the module that does the work.)
 
     The run dir defaults to ``outputs/notebook/runs/<time>`` under the working directory.
     Returns the :class:`Run` (metrics as written to ``metrics.json``).
     """
-    from alexnet_study.train import run
+    from alexnet_study.training.run import run
 
     run_dir = Path(output_dir or Path("outputs/notebook/runs") / datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f"))
     cfg = compose(overrides, output_dir=run_dir.resolve())
@@ -193,12 +202,7 @@ def load_run(run_dir: str | Path) -> Run:
     return Run(run_dir, metrics, config if isinstance(config, dict) else {})
 
 
-def load_sweep(sweep_dir: str | Path) -> Any:
-    """The sweep report's table (one row per job): a pandas DataFrame when pandas is installed,
-    else a list of dicts. Works on finished, failed and partial sweeps."""
-    rows = collect(sweep_dir).rows()
-    try:
-        import pandas as pd
-    except ImportError:
-        return rows
-    return pd.DataFrame(rows)
+def load_sweep(sweep_dir: str | Path) -> pd.DataFrame:
+    """The sweep report's table as a DataFrame, one row per job. Works on finished, failed and
+    partial sweeps."""
+    return pd.DataFrame(collect(sweep_dir).rows())

@@ -44,7 +44,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def settings_from(preset_name: str, max_images: int) -> ViewSettings:
     """The view sizes of ``conf/analysis/<preset_name>.yaml``, with ``max_images``."""
     from alexnet_study.analysis.views import ViewSettings
-    from alexnet_study.presets import preset
+    from alexnet_study.config.presets import preset
 
     node = preset("analysis", preset_name)
     known = {f.name for f in dataclasses.fields(ViewSettings)}
@@ -53,8 +53,8 @@ def settings_from(preset_name: str, max_images: int) -> ViewSettings:
 
 def inspect(args: argparse.Namespace) -> None:
     """Everything the command does; a :class:`StudyError` for what the user can fix."""
-    from alexnet_study import plots
     from alexnet_study.analysis import conv_layers, describe, explain, explain_figure, load_trained, write_views
+    from alexnet_study.report import plots
 
     settings = settings_from(args.preset, args.max_images)
     out = args.out or args.run_dir / "analysis"

@@ -16,7 +16,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
 from alexnet_study.__main__ import main as entry_point
-from alexnet_study.config import compose
+from alexnet_study.config.compose import compose
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("ALEXNET_STUDY_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
@@ -158,7 +158,7 @@ def cifar10_jpg_subset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def allow_targets(monkeypatch: pytest.MonkeyPatch, prefixes: str = "tests") -> None:
     """Widen the ``_target_`` allowlist to ``prefixes`` as ALEXNET_STUDY_EXTRA_TARGETS does: in the
     environment (for processes started from here) and in this process, which read it at import."""
-    from alexnet_study import validate
+    from alexnet_study.config import validate
 
     monkeypatch.setenv(validate.EXTRA_TARGETS_ENV, prefixes)
     monkeypatch.setattr(validate, "EXTRA_TARGET_PREFIXES", validate._prefixes(prefixes))

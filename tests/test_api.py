@@ -2,29 +2,31 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
-import alexnet_study as ast
+import alexnet_study as als
 from alexnet_study.errors import ConfigError
 
 from .conftest import TINY, make_job
 
 
 def test_build_model_from_a_preset_with_overrides() -> None:
-    net = ast.build_model("alexnet_tflearn", num_classes=17, pool_strides=[3, 3, 2], dropout=[0.4, 0.3])
+    net = als.build_model("alexnet_tflearn", num_classes=17, pool_strides=[3, 3, 2], dropout=[0.4, 0.3])
     assert net.spec.name == "alexnet_tflearn" and net.spec.num_classes == 17
     assert [layer.pool.stride for layer in net.spec.layers if layer.pool] == [3, 3, 2]
     assert net.spec.dropout == (0.4, 0.3)
     with pytest.raises(ConfigError, match=r"model\.activation='swish'"):
-        ast.build_model("alexnet", activation="swish")
+        als.build_model("alexnet", activation="swish")
 
 
 def test_summarize_alexnet() -> None:
-    summary = ast.summarize(ast.build_model("alexnet", num_classes=10))
+    summary = als.summarize(als.build_model("alexnet", num_classes=10))
     shapes = {layer.name: layer.output_shape for layer in summary.layers}
     assert shapes["conv1"] == (1, 64, 56, 56) and shapes["pool5"] == (1, 256, 6, 6) and shapes["fc8"] == (1, 10)
     assert summary.total_params == summary.trainable_params == 57_044_810
@@ -36,48 +38,52 @@ def test_summarize_alexnet() -> None:
 
 
 def test_summarize_counts_frozen_parameters_and_any_input_size() -> None:
-    net = ast.build_model("alexnet", num_classes=10, hidden=[64, 64])
+    net = als.build_model("alexnet", num_classes=10, hidden=[64, 64])
     for p in net.features.parameters():
         p.requires_grad_(False)
-    summary = ast.summarize(net, input_size=128)  # the adaptive pool takes any size
+    summary = als.summarize(net, input_size=128)  # the adaptive pool takes any size
     assert summary.input_shape == (1, 3, 128, 128)
     assert {layer.name: layer.output_shape for layer in summary.layers}["conv1"] == (1, 64, 31, 31)
     assert summary.trainable_params == summary.total_params - sum(p.numel() for p in net.features.parameters())
     assert net.training  # the train/eval mode is restored
     with pytest.raises(ValueError, match="input_size=64"):  # no adaptive pool: the flatten size is fixed
-        ast.summarize(ast.build_model("convnet"), input_size=64)
+        als.summarize(als.build_model("convnet"), input_size=64)
 
 
 def test_fit_and_load_run(tmp_path: Path) -> None:
-    run = ast.fit([*TINY, "trainer.max_epochs=2"], output_dir=tmp_path / "run")
+    run = als.fit([*TINY, "trainer.max_epochs=2"], output_dir=tmp_path / "run")
     assert run.metrics["status"] == "ok" and len(run.history) == 2
-    again = ast.load_run(tmp_path / "run")
+    again = als.load_run(tmp_path / "run")
     assert again.metrics["test_acc"] == pytest.approx(run.metrics["test_acc"])
     assert again.config["model"]["name"] == "convnet" and again.history == run.history
     assert (tmp_path / "run" / ".hydra" / "overrides.yaml").is_file()
 
 
-def test_sweep_writes_a_sweep_dir_with_a_report(tmp_path: Path, monkeypatch) -> None:
-    sweep_dir = ast.sweep({"model.activation": ["relu", "tanh"]}, overrides=[*TINY, "trainer.max_epochs=1"],
+def test_sweep_writes_a_sweep_dir_with_a_report(tmp_path: Path) -> None:
+    sweep_dir = als.sweep({"model.activation": ["relu", "tanh"]}, overrides=[*TINY, "trainer.max_epochs=1"],
                           sweep_dir=tmp_path / "sweep")  # fmt: skip
     assert (sweep_dir / "report.md").is_file() and (sweep_dir / "curves.png").is_file()
-    monkeypatch.setitem(sys.modules, "pandas", None)  # without pandas: a list of dicts
-    rows = ast.load_sweep(sweep_dir)
-    assert [row["model.activation"] for row in rows] == ["relu", "tanh"]
-    assert all(row["status"] == "ok" for row in rows)
-    figures = ast.sweep_figures(ast.report.collect(sweep_dir))
+    table = als.load_sweep(sweep_dir)
+    assert list(table["model.activation"]) == ["relu", "tanh"]
+    assert set(table["status"]) == {"ok"}
+    figures = als.sweep_figures(als.report.collect(sweep_dir))
     assert {"curves.png", "bars.png"} <= set(figures)
 
 
-def test_load_sweep_gives_a_dataframe_with_pandas(tmp_path: Path) -> None:
-    pd = pytest.importorskip("pandas")
+def test_load_sweep_gives_a_dataframe(tmp_path: Path) -> None:
     make_job(tmp_path, 0, ["seed=1"], best_val_acc=0.5)
-    assert isinstance(ast.load_sweep(tmp_path), pd.DataFrame)
+    assert isinstance(als.load_sweep(tmp_path), pd.DataFrame)
+
+
+def test_every_documented_name_imports_in_a_fresh_interpreter() -> None:
+    script = "import alexnet_study as als\nfor name in als.__all__: getattr(als, name)\nprint(als.report.write_report)"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
 
 
 def test_the_package_exports_the_api_lazily() -> None:
-    assert callable(ast.fit) and callable(ast.summarize) and callable(ast.build_model)
-    assert ast.plots.training_curves is not None
-    assert isinstance(ast.count_parameters(torch.nn.Linear(2, 3)), tuple)
+    assert callable(als.fit) and callable(als.summarize) and callable(als.build_model)
+    assert als.plots.training_curves is not None
+    assert isinstance(als.count_parameters(torch.nn.Linear(2, 3)), tuple)
     with pytest.raises(AttributeError):
-        ast.no_such_thing  # noqa: B018
+        als.no_such_thing  # noqa: B018

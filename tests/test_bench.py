@@ -15,7 +15,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from alexnet_study import bench
+from alexnet_study.bench import cli, device, lightning_loop, pipelines
 
 ROW_KEYS = {
     "model", "pipeline", "batch_size", "image_size", "images_per_s", "window_images_per_s", "step_ms",
@@ -27,7 +27,7 @@ ROW_KEYS = {
 def test_quick_cpu_run_reports_the_three_pipelines(tmp_path: Path) -> None:
     torch.set_num_threads(1)  # alexnet's 57M parameters; CI's two cores are shared with the workers
     out = tmp_path / "bench.json"
-    bench.main(["--device", "cpu", "--quick", "--pipelines", "package,standard,naive", "--json", str(out)])
+    cli.main(["--device", "cpu", "--quick", "--pipelines", "package,standard,naive", "--json", str(out)])
 
     report = json.loads(out.read_text())
     assert report["device"] == "cpu" and report["peak_tflops"] is None
@@ -80,19 +80,19 @@ def test_presets_read_without_hydra_are_the_composed_ones(make_cfg, name: str) -
     cfg = make_cfg(f"model={name}")
     composed = OmegaConf.to_container(cfg.model, resolve=True)
     composed.pop("_target_")
-    assert bench.model_config(name) == composed
+    assert pipelines.model_config(name) == composed
     optim = OmegaConf.to_container(cfg.optim)
-    assert bench.sgd_config() == {k: v for k, v in optim.items() if not k.startswith("_")}
+    assert pipelines.sgd_config() == {k: v for k, v in optim.items() if not k.startswith("_") and k != "fused"}
 
 
 def test_known_peaks_and_sweep_commands() -> None:
-    assert bench.known_peak("NVIDIA H100 80GB HBM3") == ("H100", 989.0)
-    assert bench.known_peak("NVIDIA H100 PCIe") == ("H100 PCIe", 756.0)
-    assert bench.known_peak("NVIDIA H200") == ("H200", 989.0)
-    assert bench.known_peak("NVIDIA A100-SXM4-80GB") == ("A100", 312.0)
-    assert bench.known_peak("Some GPU") is None
+    assert device.known_peak("NVIDIA H100 80GB HBM3") == ("H100", 989.0)
+    assert device.known_peak("NVIDIA H100 PCIe") == ("H100 PCIe", 756.0)
+    assert device.known_peak("NVIDIA H200") == ("H200", 989.0)
+    assert device.known_peak("NVIDIA A100-SXM4-80GB") == ("A100", 312.0)
+    assert device.known_peak("Some GPU") is None
 
-    commands = bench.sweep_commands("activation_sweep", ["data=synthetic", "epochs=3"])
+    commands = lightning_loop.sweep_commands("activation_sweep", ["data=synthetic", "epochs=3"])
     assert commands["sequential"][1:] == [
         "-m",
         "alexnet_study",
@@ -107,7 +107,7 @@ def test_known_peaks_and_sweep_commands() -> None:
 def test_quick_lightning_loop_row(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     args = ["--device", "cpu", "--quick", "--models", "convnet", "--image-size", "32", "--pipelines", "package"]
-    bench.main([*args, "--trainer", "--work-dir", str(tmp_path / "work"), "--json", str(out)])
+    cli.main([*args, "--trainer", "--work-dir", str(tmp_path / "work"), "--json", str(out)])
     (row,) = json.loads(out.read_text())["trainer"]
     assert row["pipeline"] == "lightning" and row["status"] == "ok" and row["epochs"] == 2
     assert row["images_per_s"] > 0 and row["package_speedup"] > 0
@@ -117,8 +117,8 @@ def test_quick_lightning_loop_row(tmp_path: Path) -> None:
 def test_sync_counter_counts_whole_steady_state_steps(monkeypatch) -> None:
     """The Lightning callback's windows, with torch's sync warning raised by hand (no GPU here)."""
     monkeypatch.setattr(torch.cuda, "set_sync_debug_mode", lambda mode: None)
-    monkeypatch.setattr(bench.SyncCounter, "last", None)
-    counter = bench.SyncCounter()
+    monkeypatch.setattr(lightning_loop.SyncCounter, "last", None)
+    counter = lightning_loop.SyncCounter()
     trainer = SimpleNamespace(current_epoch=0, num_training_batches=5)
     module = SimpleNamespace(device=torch.device("cuda"))
     with warnings.catch_warnings():
@@ -131,6 +131,8 @@ def test_sync_counter_counts_whole_steady_state_steps(monkeypatch) -> None:
                 warnings.warn("not a sync", stacklevel=1)
             counter.on_train_epoch_end(trainer, module)
     # epochs 1 and 2, batches 1..3 of each (the first and last batch synchronize on purpose)
-    assert bench.SyncCounter.last is not None
-    assert bench.SyncCounter.last["steps"] == 6 and bench.SyncCounter.last["syncs"] == 6
-    assert bench.SyncCounter.last["syncs_per_step"] == 1.0 and len(bench.SyncCounter.last["sites"]) == 1
+    assert lightning_loop.SyncCounter.last is not None
+    assert lightning_loop.SyncCounter.last["steps"] == 6 and lightning_loop.SyncCounter.last["syncs"] == 6
+    assert (
+        lightning_loop.SyncCounter.last["syncs_per_step"] == 1.0 and len(lightning_loop.SyncCounter.last["sites"]) == 1
+    )

@@ -19,10 +19,10 @@ from hydra.utils import instantiate
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from alexnet_study import requeue
-from alexnet_study.checkpointing import LAST
-from alexnet_study.train import build_trainer, run
-from alexnet_study.validate import check_targets
+from alexnet_study.cluster import requeue
+from alexnet_study.config.validate import check_targets
+from alexnet_study.training.callbacks.checkpointing import LAST
+from alexnet_study.training.run import build_trainer, run
 
 from .conftest import REPO_ROOT, TINY, allow_targets, multirun_in_process
 

@@ -14,9 +14,10 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from alexnet_study.config import auto_precision, config_dir
+from alexnet_study.config.compose import auto_precision
+from alexnet_study.config.presets import config_dir
 from alexnet_study.models import AlexNet
-from alexnet_study.train import build_module
+from alexnet_study.training.run import build_module
 
 from .conftest import REPO_ROOT
 
@@ -121,7 +122,7 @@ def test_conf_ships_in_the_wheel_and_is_found_there(tmp_path: Path) -> None:
     assert not any(n.startswith("alexnet_study/plugins/") for n in names)  # shipped once, where Hydra looks
 
     script = (
-        "import alexnet_study, alexnet_study.config as c;"
+        "import alexnet_study, alexnet_study.config.compose as c;"
         "print(alexnet_study.__file__); print(c.config_dir());"
         "print(c.compose(['model=alexnet_2012', 'data=synthetic']).model.name);"
         "from hydra.core.plugins import Plugins; from hydra.plugins.sweeper import Sweeper;"
@@ -170,7 +171,7 @@ ALLOWED_MODULES = (
 def test_nothing_on_the_allowlist_can_load_code() -> None:
     import torch.utils.cpp_extension  # noqa: F401
 
-    from alexnet_study.validate import ALLOWED_TARGETS, allowed_callables
+    from alexnet_study.config.validate import ALLOWED_TARGETS, allowed_callables
 
     allowed = allowed_callables()
     assert set(ALLOWED_TARGETS) - {name for name, _ in allowed.values()} <= {"colorlog.ColoredFormatter"}
@@ -183,7 +184,7 @@ def test_nothing_on_the_allowlist_can_load_code() -> None:
 
 
 def test_every_target_in_conf_is_on_the_allowlist() -> None:
-    from alexnet_study.validate import target_problem
+    from alexnet_study.config.validate import target_problem
 
     targets = {
         line.split(":", 1)[1].strip()

@@ -22,6 +22,7 @@ from hydra.utils import instantiate
 from PIL import Image
 from torch.nn import functional as F
 
+from alexnet_study.config.validate import validate_config
 from alexnet_study.data import (
     Augment,
     CIFARDataModule,
@@ -38,7 +39,6 @@ from alexnet_study.data import (
 )
 from alexnet_study.data.transforms import NORMALIZATIONS
 from alexnet_study.errors import ConfigError, DataError
-from alexnet_study.validate import validate_config
 
 # ---------------------------------------------------------------------------------------------
 # helpers

@@ -18,6 +18,7 @@ from PIL import Image
 from scipy.io import savemat
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from alexnet_study.bench.augment import PRESETS, measure, preset
 from alexnet_study.data import (
     Caltech101DataModule,
     CIFARDataModule,
@@ -28,9 +29,8 @@ from alexnet_study.data import (
     flowers,
     folders,
 )
-from alexnet_study.data.aug_bench import PRESETS, measure, preset
 from alexnet_study.errors import DataError
-from alexnet_study.train import run
+from alexnet_study.training.run import run
 
 from .conftest import shared_archive
 

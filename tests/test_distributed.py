@@ -16,13 +16,13 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from alexnet_study import distributed
 from alexnet_study.__main__ import main as entry_point
-from alexnet_study.cli import check_command_line
-from alexnet_study.distributed import parallel_job_devices
+from alexnet_study.cluster import distributed
+from alexnet_study.cluster.distributed import parallel_job_devices
+from alexnet_study.config.cli import check_command_line
 from alexnet_study.errors import ConfigError, DivergenceError
-from alexnet_study.guards import DivergenceGuard
-from alexnet_study.train import build_module
+from alexnet_study.training.callbacks.divergence import DivergenceGuard
+from alexnet_study.training.run import build_module
 
 from .conftest import TINY, run_cli
 

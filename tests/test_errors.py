@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import torch
 
-from alexnet_study.checkpointing import check_checkpoint
 from alexnet_study.errors import CheckpointError, ConfigError, DataError, first_line, quoted
 from alexnet_study.models.pretrained import read_state_dict
+from alexnet_study.training.callbacks.checkpointing import check_checkpoint
 
 from .conftest import TINY, cli_in_process
 
@@ -26,7 +26,7 @@ def test_first_line_of_an_error_message() -> None:
 def test_an_unresolvable_target_is_one_line(make_cfg) -> None:
     from omegaconf import open_dict
 
-    from alexnet_study.validate import check_targets
+    from alexnet_study.config.validate import check_targets
 
     cfg = make_cfg()
     with open_dict(cfg):

@@ -17,9 +17,8 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
-from alexnet_study import plots
 from alexnet_study.models.layers import DropConnectLinear
-from alexnet_study.report import collect, write_report
+from alexnet_study.report import collect, plots, write_report
 from alexnet_study.report.__main__ import main as report_main
 
 from .conftest import REPO_ROOT, SMOKE, make_job, multirun_in_process, run_cli

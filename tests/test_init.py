@@ -134,7 +134,7 @@ def test_the_paper_lrn_keeps_its_constants(make_cfg) -> None:
 
 def test_an_unknown_lrn_constants_name_is_refused_with_the_accepted_ones(make_cfg) -> None:
     from alexnet_study.errors import ConfigError
-    from alexnet_study.train import instantiate
+    from alexnet_study.training.run import instantiate
 
     cfg = make_cfg("model=alexnet_tflearn", "model.lrn_constants=caffe", "data=synthetic")
     with pytest.raises(ConfigError, match=r"model.lrn_constants='caffe': unknown; accepted: paper, tflearn"):

@@ -18,7 +18,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Glob
 from omegaconf import OmegaConf
 
-from alexnet_study.train import build_module, instantiate
+from alexnet_study.training.run import build_module, instantiate
 
 from .conftest import REPO_ROOT
 

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.nn import functional as F
 
-from alexnet_study.config import compose
+from alexnet_study.config.compose import compose
 from alexnet_study.errors import ConfigError
 from alexnet_study.models import AlexNet, ConvSpec, PoolSpec, build_alexnet, count_parameters, resolve_spec
 from alexnet_study.models.layers import DropConnectLinear
@@ -743,7 +743,7 @@ def test_collapsing_feature_map_names_layer_input_and_shape(
 
 def test_command_line_model_build_raises_the_config_error_itself(make_cfg) -> None:
     # Hydra wraps what a target raises; the entry point only prints StudyErrors as one line.
-    from alexnet_study.train import build_module
+    from alexnet_study.training.run import build_module
 
     with pytest.raises(ConfigError, match="collapses at pool5"):
         build_module(make_cfg("model=alexnet", "data=synthetic", "model.input_size=32"))

@@ -10,10 +10,10 @@ import torch
 from hydra.utils import instantiate
 from torch.nn import functional as F
 
-from alexnet_study.callbacks import EpochRecorder
-from alexnet_study.losses import OneHotBCEWithLogitsLoss
-from alexnet_study.module import ImageClassifier
-from alexnet_study.train import build_module, build_trainer
+from alexnet_study.training.callbacks.recorder import EpochRecorder
+from alexnet_study.training.losses import OneHotBCEWithLogitsLoss
+from alexnet_study.training.module import ImageClassifier
+from alexnet_study.training.run import build_module, build_trainer
 
 OPTIMIZERS = {
     "sgd": ["optim=sgd", "optim.lr=0.05"],

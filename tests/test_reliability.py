@@ -25,14 +25,14 @@ import pytest
 import torch
 from torch import nn
 
-from alexnet_study import checkpointing
-from alexnet_study.checkpointing import LAST, LastCheckpoint, previous_path
-from alexnet_study.cli import check_command_line
+from alexnet_study.config.cli import check_command_line
+from alexnet_study.config.validate import EXTRA_TARGETS_ENV, validate_config
 from alexnet_study.errors import CheckpointError, ConfigError, DataError, DivergenceError, WriteError, check_int
-from alexnet_study.guards import DivergenceGuard
-from alexnet_study.provenance import git_state
-from alexnet_study.train import run
-from alexnet_study.validate import EXTRA_TARGETS_ENV, validate_config
+from alexnet_study.training.callbacks import checkpointing
+from alexnet_study.training.callbacks.checkpointing import LAST, LastCheckpoint, previous_path
+from alexnet_study.training.callbacks.divergence import DivergenceGuard
+from alexnet_study.training.callbacks.provenance import git_state
+from alexnet_study.training.run import run
 
 from . import conftest
 from .conftest import REPO_ROOT, TINY, allow_targets
@@ -133,7 +133,7 @@ def error_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The reference: RESUMABLE run in-process, start to finish."""
-    from alexnet_study.config import compose
+    from alexnet_study.config.compose import compose
 
     root = tmp_path_factory.mktemp("uninterrupted")
     torch.set_num_threads(THREADS)
@@ -473,11 +473,11 @@ def test_a_target_made_by_a_resolver_at_resolution_time_is_checked(make_cfg, tmp
         "torch.ops.import_module",  # importlib.import_module
         "torch.cuda.memory.CUDAPluggableAllocator",  # opens a shared library
         "torch.distributed.checkpoint.state_dict_loader.load",  # unpickles the checkpoint's metadata
-        "alexnet_study.checkpointing.torch.load",  # a refused function under a permitted module's name
+        "alexnet_study.training.callbacks.checkpointing.torch.load",  # a refused function under a permitted module's name
     ],
 )
 def test_only_the_listed_callables_pass_whatever_package_they_are_in(make_cfg, target: str) -> None:
-    import alexnet_study.checkpointing  # noqa: F401  (so that its module attribute ``torch`` resolves)
+    import alexnet_study.training.callbacks.checkpointing  # noqa: F401  (so that its module attribute ``torch`` resolves)
 
     with pytest.raises(ConfigError, match=r"^callbacks\.x\._target_='.*': (not allowed|no such class)"):
         validate_config(make_cfg(*TINY, f"+callbacks.x._target_={target}"))
@@ -581,7 +581,7 @@ def test_same_seed_deterministic_cpu_runs_give_identical_metrics(make_cfg, unint
 
 
 def test_deterministic_on_a_gpu_warns_instead_of_failing(make_cfg, monkeypatch: pytest.MonkeyPatch, caplog) -> None:
-    from alexnet_study import train
+    from alexnet_study.training import run as train
 
     monkeypatch.setattr(train, "uses_cuda", lambda accelerator="auto": True)  # as on a CUDA machine
     trainer = train.build_trainer(make_cfg(*TINY, "trainer.deterministic=true"))

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from alexnet_study.cli import check_command_line
+from alexnet_study.config.cli import check_command_line
 from alexnet_study.errors import ConfigError
 from alexnet_study.report import stats, write_report
 

@@ -16,8 +16,8 @@ from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
+from alexnet_study.config.validate import check_targets
 from alexnet_study.report import SweepFailed, SweepReport
-from alexnet_study.validate import check_targets
 
 from .conftest import TINY, make_job, multirun_in_process
 

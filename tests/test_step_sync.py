@@ -12,7 +12,7 @@ import lightning as L
 import pytest
 import torch
 
-from alexnet_study.train import run
+from alexnet_study.training.run import run
 from tests.conftest import TINY
 
 # Reading a tensor's value on the host (.item(), float(), bool(), .tolist(), ...) waits for the GPU.
@@ -52,7 +52,7 @@ def test_the_training_loop_reads_nothing_back_per_step(make_cfg, monkeypatch, lo
             return _original(self, *args, **kwargs)
 
         monkeypatch.setattr(torch.Tensor, name, counted)
-    import alexnet_study.train as train
+    from alexnet_study.training import run as train
 
     build_trainer = train.build_trainer
     monkeypatch.setattr(train, "build_trainer", lambda cfg, extra=(): build_trainer(cfg, [*extra, spy]))

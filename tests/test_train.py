@@ -11,7 +11,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from alexnet_study.errors import DataError
-from alexnet_study.train import run
+from alexnet_study.training.run import run
 
 from .conftest import allow_targets, run_cli
 

@@ -23,7 +23,7 @@ from alexnet_study.models import count_parameters
 from alexnet_study.models.freeze import head_path
 from alexnet_study.models.pretrained import hub_checkpoints_dir, weights_file
 from alexnet_study.report import write_report
-from alexnet_study.train import build_module, build_trainer, instantiate, run
+from alexnet_study.training.run import build_module, build_trainer, instantiate, run
 
 from .conftest import SMOKE, make_job, multirun_in_process
 from .test_experiments import JOBS, TRANSFER_EXPERIMENTS

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from alexnet_study.analysis.layers import conv_layers
-from alexnet_study.plots import wrap_label
+from alexnet_study.report.plots import wrap_label
 
 
 def first_conv_weight(net: nn.Module) -> torch.Tensor:

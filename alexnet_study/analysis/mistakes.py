@@ -7,8 +7,8 @@ from collections.abc import Callable, Sequence
 import torch
 from matplotlib.figure import Figure
 
-from alexnet_study import plots
 from alexnet_study.analysis.evaluation import Mistake
+from alexnet_study.report import plots
 
 
 def mistakes_figure(

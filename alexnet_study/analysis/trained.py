@@ -121,8 +121,8 @@ def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], DictConfig]:
 
 def build_network(cfg: DictConfig, state: dict[str, torch.Tensor]) -> nn.Module:
     """The run's network with its trained weights (ImageNet weights are not fetched: they are overwritten)."""
-    from alexnet_study.train import instantiate  # unwraps the one-line config errors
-    from alexnet_study.validate import check_targets
+    from alexnet_study.config.validate import check_targets
+    from alexnet_study.training.run import instantiate  # unwraps the one-line config errors
 
     check_targets(cfg)  # the config came from a file: the same allowlist as the command line's
     model = OmegaConf.to_container(cfg.model, resolve=True)
@@ -148,7 +148,7 @@ def load_trained(run_dir: str | Path, device: str = "auto", load_data: bool = Tr
     state, cfg = read_checkpoint(path)
     target = pick_device(device)
     net = build_network(cfg, state).to(target).eval()
-    from alexnet_study.train import instantiate
+    from alexnet_study.training.run import instantiate
 
     datamodule: DeviceDataModule = instantiate(cfg.data)  # reads nothing yet
     metrics = _read_json(run_dir / METRICS_FILE)

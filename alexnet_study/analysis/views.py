@@ -17,7 +17,6 @@ from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from matplotlib.figure import Figure
 from torch import nn
 
-from alexnet_study import plots
 from alexnet_study.analysis.activations import activation_maps, activations_figure
 from alexnet_study.analysis.confusion import confusion_figure
 from alexnet_study.analysis.evaluation import Evaluation
@@ -27,6 +26,7 @@ from alexnet_study.analysis.layers import conv_layers, spread
 from alexnet_study.analysis.mistakes import mistakes_figure
 from alexnet_study.analysis.trained import TrainedModel
 from alexnet_study.errors import ConfigError, DataError, check_int
+from alexnet_study.report import plots
 
 log = logging.getLogger(__name__)
 

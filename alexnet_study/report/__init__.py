@@ -1,13 +1,32 @@
 """Sweep reports: collect a sweep dir's jobs into arms, compare them with the baseline, write
-report.md/.html/.csv, jobs.csv and figures."""
+report.md/.html/.csv, jobs.csv and figures.
 
-from alexnet_study.report.callback import SweepFailed, SweepReport
-from alexnet_study.report.collect import Job, Sweep, collect
-from alexnet_study.report.figures import sweep_figures
-from alexnet_study.report.results import Results, analyse
-from alexnet_study.report.write import failures, write_report
+The names below load on first use: :mod:`alexnet_study.report.plots` is shared with training and
+the analysis views, which must be able to import it without pulling in the whole report.
+"""
 
-__all__ = [
-    "Job", "Results", "Sweep", "SweepFailed", "SweepReport", "analyse", "collect", "failures", "sweep_figures",
-    "write_report",
-]  # fmt: skip
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "SweepFailed": "alexnet_study.report.callback",
+    "SweepReport": "alexnet_study.report.callback",
+    "Job": "alexnet_study.report.collect",
+    "Sweep": "alexnet_study.report.collect",
+    "collect": "alexnet_study.report.collect",
+    "sweep_figures": "alexnet_study.report.figures",
+    "Results": "alexnet_study.report.results",
+    "analyse": "alexnet_study.report.results",
+    "failures": "alexnet_study.report.write",
+    "write_report": "alexnet_study.report.write",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'alexnet_study.report' has no attribute {name!r}")
+    return getattr(importlib.import_module(_LAZY[name]), name)

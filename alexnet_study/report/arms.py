@@ -14,7 +14,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from alexnet_study.config import config_dir
+from alexnet_study.config.compose import config_dir
 from alexnet_study.report.collect import Job, Sweep
 
 # Readable names of the settings studies vary (a key not listed keeps its config path).

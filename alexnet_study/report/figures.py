@@ -8,7 +8,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from alexnet_study import plots
+from alexnet_study.report import plots
 from alexnet_study.report.collect import Job, Sweep
 from alexnet_study.report.results import METRICS, Results, analyse
 

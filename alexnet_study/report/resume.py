@@ -17,7 +17,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from alexnet_study.provenance import now, write_atomically
+from alexnet_study.training.callbacks.provenance import now, write_atomically
 
 ATTEMPTS_FILE = "attempts.json"
 METRICS_FILE = "metrics.json"

@@ -12,9 +12,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from alexnet_study import plots
 from alexnet_study.analysis.sweep import FILTERS_BY_ARM, filters_by_arm
-from alexnet_study.report import stats
+from alexnet_study.report import plots, stats
 from alexnet_study.report.collect import Sweep, collect
 from alexnet_study.report.figures import FIGURES, sweep_figures
 from alexnet_study.report.results import METRICS, Results, analyse

@@ -9,13 +9,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from alexnet_study.presets import conf_dir
-
-
-def config_dir() -> Path:
-    """The ``conf/`` directory: shipped inside the wheel as ``alexnet_study/conf``, or the
-    repository's top-level ``conf/`` in a source checkout (editable install)."""
-    return conf_dir()
+from alexnet_study.config.presets import config_dir
 
 
 def uses_cuda(accelerator: str = "auto") -> bool:

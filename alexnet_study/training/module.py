@@ -12,8 +12,8 @@ from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from alexnet_study.errors import ConfigError, check_int, check_number
-from alexnet_study.losses import check_loss
 from alexnet_study.models.freeze import keep_frozen_batchnorm_in_eval, lr_groups, scale_group_lrs
+from alexnet_study.training.losses import check_loss
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[..., Any]

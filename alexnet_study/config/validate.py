@@ -10,7 +10,7 @@ Each raises :class:`ConfigError` with one line naming the key, the value and wha
   the tests' ``tests``. A guard against configs calling arbitrary Python, not a sandbox.
 - checks that span components (each component checks its own values where it uses them):
   the model's and the data's class counts agree with the dataset; the launch
-  (:func:`alexnet_study.distributed.check_launch`) can honour the DDP settings.
+  (:func:`alexnet_study.cluster.distributed.check_launch`) can honour the DDP settings.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, InterpolationToMissingValueError, MissingMandatoryValue
 
-from alexnet_study.config import config_dir
+from alexnet_study.cluster.distributed import check_launch
+from alexnet_study.config.compose import config_dir
 from alexnet_study.data.folders import train_classes
-from alexnet_study.distributed import check_launch
 from alexnet_study.errors import ConfigError, StudyError, check_int, first_line
 
 EXTRA_TARGETS_ENV = "ALEXNET_STUDY_EXTRA_TARGETS"
@@ -72,7 +72,7 @@ ALLOWED_TARGETS = (
     # alexnet_study's public builders
     "alexnet_study.models.build_alexnet",
     "alexnet_study.models.build_torchvision",
-    "alexnet_study.losses.OneHotBCEWithLogitsLoss",
+    "alexnet_study.training.losses.OneHotBCEWithLogitsLoss",
     "alexnet_study.data.Augment",
     "alexnet_study.data.CIFARDataModule",
     "alexnet_study.data.Caltech101DataModule",
@@ -80,9 +80,9 @@ ALLOWED_TARGETS = (
     "alexnet_study.data.HymenopteraDataModule",
     "alexnet_study.data.ImageFolderDataModule",
     "alexnet_study.data.SyntheticDataModule",
-    "alexnet_study.checkpointing.LastCheckpoint",
-    "alexnet_study.guards.DivergenceGuard",
-    "alexnet_study.callbacks.DatasetViews",
+    "alexnet_study.training.callbacks.checkpointing.LastCheckpoint",
+    "alexnet_study.training.callbacks.divergence.DivergenceGuard",
+    "alexnet_study.training.callbacks.recorder.DatasetViews",
     "alexnet_study.bench.SyncCounter",
     "alexnet_study.report.SweepReport",
     # Hydra's launchers and sweepers, the project's Optuna sweeper, conf/hydra/launcher's plugins
@@ -174,7 +174,7 @@ def target_problem(target: Any) -> str | None:
     obj = _lookup(target) if isinstance(target, str) else target
     if obj is not None and id(obj) in allowed:
         return None
-    hint = f"accepted: the callables listed in alexnet_study/validate.py (more only via {EXTRA_TARGETS_ENV})"
+    hint = f"accepted: the callables listed in alexnet_study/config/validate.py (more only via {EXTRA_TARGETS_ENV})"
     if obj is None or not callable(obj):
         return f"no such class or function; check the name ({hint})"
     return f"not allowed; {hint}"
@@ -284,7 +284,7 @@ def _check_trainer(trainer: DictConfig) -> None:
 def _check_optimizer(cfg: DictConfig) -> None:
     """The optimizer's and schedule's hyperparameters by :class:`ImageClassifier`'s rules, before
     anything is written (the module checks them again when it is built outside a run)."""
-    from alexnet_study.module import OPTIMIZER_RULES, SCHEDULER_RULES, check_hyperparameters
+    from alexnet_study.training.module import OPTIMIZER_RULES, SCHEDULER_RULES, check_hyperparameters
 
     check_hyperparameters("optim", cfg.optim, OPTIMIZER_RULES)
     if isinstance(cfg.sched.get("scheduler"), DictConfig):

@@ -1,4 +1,4 @@
-"""Augmentation throughput: ``python -m alexnet_study.data.aug_bench [--device cuda] [--batch 256]``.
+"""Augmentation throughput: ``python -m alexnet_study.bench.augment [--device cuda] [--batch 256]``.
 
 Times every ``aug=`` preset of :class:`DeviceTransform` (uint8 at the stored size in, normalized
 float at the model's input size out) and, when kornia is installed (``uv run --with kornia``),
@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from alexnet_study import presets
+from alexnet_study.config import presets
 from alexnet_study.data.transforms import Augment, DeviceTransform
 
 PRESETS = ("none", "flip_crop", "geometric", "geometric_color", "geometric_gray_color")

@@ -23,7 +23,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from alexnet_study.config import run_seed
+from alexnet_study.config.compose import run_seed
 from alexnet_study.errors import space_left
 
 log = logging.getLogger(__name__)

@@ -21,18 +21,18 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from omegaconf import DictConfig, OmegaConf
 
-from alexnet_study.callbacks import EpochRecorder, LogEveryEpoch
-from alexnet_study.checkpointing import AtomicCheckpointIO, ResumeState, resume_checkpoint
-from alexnet_study.config import run_seed, uses_cuda
+from alexnet_study.cluster.distributed import launched_as_rank_zero, parallel_job_devices
+from alexnet_study.cluster.requeue import SubmititRequeue, slurm_environment
+from alexnet_study.config.compose import run_seed, uses_cuda
+from alexnet_study.config.validate import validate_config
 from alexnet_study.data.base import DeviceDataModule
-from alexnet_study.distributed import launched_as_rank_zero, parallel_job_devices
 from alexnet_study.errors import DivergenceError, StudyError, WriteError, first_line, no_space, space_left
 from alexnet_study.models.builder import count_parameters
-from alexnet_study.module import ImageClassifier
-from alexnet_study.provenance import Provenance, RecordDataset, device_name, now, write_atomically
-from alexnet_study.records import METRICS_FILE, attempt_path, finished_metrics, kept_note
-from alexnet_study.requeue import SubmititRequeue, slurm_environment
-from alexnet_study.validate import validate_config
+from alexnet_study.training.callbacks.checkpointing import AtomicCheckpointIO, ResumeState, resume_checkpoint
+from alexnet_study.training.callbacks.provenance import Provenance, RecordDataset, device_name, now, write_atomically
+from alexnet_study.training.callbacks.recorder import EpochRecorder, LogEveryEpoch
+from alexnet_study.training.module import ImageClassifier
+from alexnet_study.training.records import METRICS_FILE, attempt_path, finished_metrics, kept_note
 
 log = logging.getLogger(__name__)
 

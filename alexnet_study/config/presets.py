@@ -1,7 +1,7 @@
-"""Where ``conf/`` is, and its ``conf/GROUP/NAME.yaml`` presets read with PyYAML alone.
+"""Where ``conf/`` is, and one ``conf/GROUP/NAME.yaml`` preset read on its own.
 
-Neither Hydra nor OmegaConf is needed here: :mod:`alexnet_study.bench` reads the model presets
-on machines that have only torch and PyYAML.
+A model preset is all a network needs: :func:`alexnet_study.api.build_model` and the benchmark
+build networks from one without composing the data, trainer and logger groups around it.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from typing import Any
 
 from alexnet_study.errors import ConfigError
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
-def conf_dir() -> Path:
+def config_dir() -> Path:
     """The ``conf/`` directory: shipped inside the wheel as ``alexnet_study/conf``, or the
     repository's top-level ``conf/`` in a source checkout (editable install)."""
     for candidate in (PACKAGE_DIR / "conf", PACKAGE_DIR.parent / "conf"):
@@ -36,7 +36,7 @@ def preset(group: str, name: str) -> dict[str, Any]:
     """``conf/GROUP/NAME.yaml`` as a dict, its ``defaults`` (parents in the same group) merged first."""
     import yaml
 
-    path = conf_dir() / group / f"{name}.yaml"
+    path = config_dir() / group / f"{name}.yaml"
     if not path.is_file():
         accepted = ", ".join(sorted(p.stem for p in path.parent.glob("[!_]*.yaml")))
         raise ConfigError(f"{group}={name!r}: no {path}; accepted: {accepted}")

@@ -2,7 +2,7 @@
 # Issue 9's GPU measurements (python -m alexnet_study.bench), one part per call; each part ends
 # well inside 10 minutes on one H100 and writes at most 4 files into OUT_DIR.
 #
-#   bash alexnet_study/gpu_bench.sh PART [OUT_DIR]      PART: main | compile | lightning | sweep | all
+#   bash alexnet_study/bench/gpu_bench.sh PART [OUT_DIR]      PART: main | compile | lightning | sweep | all
 #
 #   main       alexnet, alexnet_2012, alexnet_cifar: the four pipelines, input padded to 4
 #              channels, batch sizes 128..1024, a torch profile of 'package'
@@ -13,10 +13,10 @@
 # Runs from the repository root with the python3 that has torch, torchvision, lightning,
 # torchmetrics, pillow and PyYAML; installs nothing from the network. 'lightning' and 'sweep'
 # also need hydra-core, omegaconf, antlr4-python3-runtime and hydra-joblib-launcher: when .whl/
-# holds their wheels (README, Performance), they are installed into /tmp/site first.
+# holds their wheels (docs/performance.md), they are installed into /tmp/site first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-part=${1:?usage: bash alexnet_study/gpu_bench.sh main|compile|lightning|sweep|all [OUT_DIR]}
+part=${1:?usage: bash alexnet_study/bench/gpu_bench.sh main|compile|lightning|sweep|all [OUT_DIR]}
 out=${2:-${OUT:-bench-out}}
 mkdir -p "$out"
 py=${PYTHON:-python3}

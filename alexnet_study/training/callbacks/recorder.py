@@ -12,8 +12,8 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from alexnet_study import plots
 from alexnet_study.data.base import DeviceDataModule
+from alexnet_study.report import plots
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from typing import Any
 
 from omegaconf import DictConfig, open_dict
 
+from alexnet_study.config.validate import validate_config
 from alexnet_study.errors import ConfigError
-from alexnet_study.validate import validate_config
 
 METRICS_FILE = "metrics.json"
 

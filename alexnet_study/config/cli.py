@@ -7,7 +7,7 @@ message and exit status 1, and it instantiates ``hydra.callbacks`` before any of
 ``_target_`` of it resolved against the allowlist, and raises :class:`ConfigError` with one line;
 the entry point prints it and exits with status 2. ``--experimental-rerun`` (it unpickles a file)
 is refused. Values (learning rate, layers, ...) are checked per run in
-:func:`alexnet_study.train.run`, so one bad job of a sweep does not stop the others.
+:func:`alexnet_study.training.run.run`, so one bad job of a sweep does not stop the others.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from hydra.errors import HydraException, OverrideParseException
 from omegaconf import open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from alexnet_study.config import _compose_as_command_line, config_dir
-from alexnet_study.distributed import check_launch
+from alexnet_study.cluster.distributed import check_launch
+from alexnet_study.config.compose import _compose_as_command_line, config_dir
+from alexnet_study.config.validate import check_groups, check_targets
 from alexnet_study.errors import ConfigError, check_int, quoted
-from alexnet_study.records import refuse_over_finished_run
-from alexnet_study.validate import check_groups, check_targets
+from alexnet_study.training.records import refuse_over_finished_run
 
 _NOISE = ("Set the environment variable HYDRA_FULL_ERROR", "full_key:", "object_type=", "See https://hydra.cc")
 

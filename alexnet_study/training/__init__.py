@@ -1,0 +1,1 @@
+"""Training: ``run(cfg)``, the LightningModule every study trains, its losses and callbacks."""
