@@ -1,4 +1,4 @@
-"""No host-device synchronization per training step in the package's Lightning loop (issue 9).
+"""No host-device synchronization per training step in the package's Lightning loop.
 
 On a GPU every read of a tensor's value on the host waits for the device to finish; a loop that
 reads one per step cannot queue the next step ahead. Counted here on the CPU, at the Python level.

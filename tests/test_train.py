@@ -33,7 +33,7 @@ def scalar_tags(tensorboard_dir: Path) -> set[str]:
 
 @pytest.mark.slow
 def test_cli_smoke_run_writes_metrics_tensorboard_and_checkpoints(tmp_path: Path) -> None:
-    """The issue's command, verbatim: the default alexnet preset at 227 on synthetic data."""
+    """The plain command line: the default alexnet preset at 227 on synthetic data."""
     result = run_cli("data=synthetic", "trainer=smoke", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = only_run_dir(tmp_path)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Issue 9's GPU measurements (python -m alexnet_study.bench), one part per call; each part ends
+# The GPU measurements of the throughput targets (python -m alexnet_study.bench: 'package' at least 5x
+# 'standard' and 20x 'naive'), one part per call; each part ends
 # well inside 10 minutes on one H100 and writes at most 4 files into OUT_DIR.
 #
 #   bash alexnet_study/bench/gpu_bench.sh PART [OUT_DIR]      PART: main | compile | lightning | sweep | all
