@@ -44,7 +44,7 @@ def _prefixes(value: str) -> tuple[str, ...]:
 EXTRA_TARGET_PREFIXES = _prefixes(os.environ.get(EXTRA_TARGETS_ENV, ""))
 
 # Every callable a config of this project instantiates (grep _target_ conf/), and nothing else: none of
-# them imports modules, unpickles files, loads libraries or runs commands (tests/test_config.py checks).
+# them imports modules, unpickles files, loads libraries or runs commands (tests/config/test_config.py checks).
 ALLOWED_TARGETS = (
     # optimizers, schedulers, losses
     "torch.optim.SGD",

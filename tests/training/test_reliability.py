@@ -34,8 +34,8 @@ from alexnet_study.training.callbacks.divergence import DivergenceGuard
 from alexnet_study.training.callbacks.provenance import git_state
 from alexnet_study.training.run import run
 
-from . import conftest
-from .conftest import REPO_ROOT, TINY, allow_targets
+from .. import conftest
+from ..conftest import REPO_ROOT, TINY, allow_targets
 
 THREADS = min(2, os.cpu_count() or 1)  # as conftest's _few_threads: CPU results depend on the thread count
 # Three epochs of 10 steps; last.ckpt every 4 steps as well as at each epoch end.
@@ -105,7 +105,7 @@ def run_cli(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedPr
         *args,
         cwd=cwd,
         timeout=timeout,
-        PYTHONPATH=str(REPO_ROOT),  # for tests.test_reliability.* targets
+        PYTHONPATH=str(REPO_ROOT),  # for tests.training.test_reliability.* targets
         **{EXTRA_TARGETS_ENV: "tests"},
         # The same thread count as the in-process runs compared with (conftest's _few_threads).
         OMP_NUM_THREADS=str(THREADS),
@@ -153,11 +153,11 @@ def killed_and_resumed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, An
     command = [
         *RESUMABLE,
         f"hydra.run.dir={run_dir}",
-        "+callbacks.sigterm._target_=tests.test_reliability.SignalOnce",
+        "+callbacks.sigterm._target_=tests.training.test_reliability.SignalOnce",
         "+callbacks.sigterm.step=6",
         "+callbacks.sigterm.signal=SIGTERM",
         f"+callbacks.sigterm.marker={cwd / 'sigterm.sent'}",
-        "+callbacks.sigkill._target_=tests.test_reliability.SignalOnce",
+        "+callbacks.sigkill._target_=tests.training.test_reliability.SignalOnce",
         "+callbacks.sigkill.step=17",
         "+callbacks.sigkill.signal=SIGKILL",
         f"+callbacks.sigkill.marker={cwd / 'sigkill.sent'}",
@@ -246,7 +246,9 @@ def test_corrupt_last_checkpoint_falls_back_to_the_previous_one_or_stops(
     with pytest.raises(Crash):  # at step 12: last.ckpt holds step 10 (epoch 0's end), last.prev.ckpt step 8
         run(
             make_cfg(
-                *RESUMABLE, "+callbacks.stop._target_=tests.test_reliability.StopAtStep", "+callbacks.stop.step=12"
+                *RESUMABLE,
+                "+callbacks.stop._target_=tests.training.test_reliability.StopAtStep",
+                "+callbacks.stop.step=12",
             )
         )
     last, previous = ckpt_dir / LAST, previous_path(ckpt_dir / LAST)
@@ -308,7 +310,9 @@ def test_nan_loss_stops_the_run_and_no_nan_weights_are_saved(
     make_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     allow_targets(monkeypatch, "tests")
-    cfg = make_cfg(*TINY, "trainer.max_epochs=3", "loss._target_=tests.test_reliability.NaNAfter", "+loss.after=12")
+    cfg = make_cfg(
+        *TINY, "trainer.max_epochs=3", "loss._target_=tests.training.test_reliability.NaNAfter", "+loss.after=12"
+    )
     with pytest.raises(DivergenceError, match=r"loss became nan at epoch 1, step 12 \(learning rate [0-9.e-]+\)"):
         run(cfg)
     metrics = read_json(tmp_path / "run" / "metrics.json")
@@ -424,12 +428,14 @@ def test_targets_outside_the_allowlist_are_refused_before_anything_runs(
 
 
 def test_allowlist_can_be_extended_only_from_the_environment(make_cfg, monkeypatch: pytest.MonkeyPatch) -> None:
-    cfg = make_cfg(*TINY, "+callbacks.stop._target_=tests.test_reliability.StopAtStep", "+callbacks.stop.step=1")
+    cfg = make_cfg(
+        *TINY, "+callbacks.stop._target_=tests.training.test_reliability.StopAtStep", "+callbacks.stop.step=1"
+    )
     with pytest.raises(ConfigError, match=r"tests\.test_reliability\.StopAtStep"):
         validate_config(cfg)
     allow_targets(monkeypatch, "tests")
     validate_config(cfg)
-    allow_targets(monkeypatch, "tests.test_reliability")
+    allow_targets(monkeypatch, "tests.training.test_reliability")
     validate_config(cfg)
     allow_targets(monkeypatch, "test")  # whole module names only: "test" is not "tests"
     with pytest.raises(ConfigError):
@@ -667,7 +673,7 @@ def test_a_failed_attempt_on_a_finished_run_is_written_beside_its_record(
     allow_targets(monkeypatch, "tests")
     stop = [
         "trainer.max_epochs=2",
-        "+callbacks.stop._target_=tests.test_reliability.StopAtStep",
+        "+callbacks.stop._target_=tests.training.test_reliability.StopAtStep",
         "+callbacks.stop.step=3",
     ]
     with pytest.raises(Crash):

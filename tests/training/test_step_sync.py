@@ -58,7 +58,7 @@ def test_the_training_loop_reads_nothing_back_per_step(make_cfg, monkeypatch, lo
     monkeypatch.setattr(train, "build_trainer", lambda cfg, extra=(): build_trainer(cfg, [*extra, spy]))
     with_progress_bar = [o for o in TINY if o not in ("~callbacks.progress_bar", "trainer.enable_progress_bar=false")]
     # The divergence guard reads its loss buffer every check_every_n_steps (5) by design: not per
-    # step, but inside this window, so it is moved out of it here (tests/test_reliability.py covers it).
+    # step, but inside this window, so it is moved out of it here (tests/training/test_reliability.py covers it).
     cfg = make_cfg(
         *with_progress_bar, f"loss={loss}", "trainer.log_every_n_steps=1000",
         "callbacks.divergence_guard.check_every_n_steps=1000",

@@ -24,7 +24,7 @@ from alexnet_study.config.validate import check_targets
 from alexnet_study.training.callbacks.checkpointing import LAST
 from alexnet_study.training.run import build_trainer, run
 
-from .conftest import REPO_ROOT, TINY, allow_targets, multirun_in_process
+from ..conftest import REPO_ROOT, TINY, allow_targets, multirun_in_process
 
 SLURM_JOB = [
     "hydra/launcher=slurm", "hydra.launcher.partition=gpu", "hydra.launcher.timeout_min=90",
@@ -35,7 +35,7 @@ SLURM_JOB = [
 def usr2_at(step: int, marker: Path) -> list[str]:
     """A test callback that sends this process SIGUSR2 (SLURM's signal via submitit) after ``step``, once."""
     return [
-        "+callbacks.usr2._target_=tests.test_reliability.SignalOnce",
+        "+callbacks.usr2._target_=tests.training.test_reliability.SignalOnce",
         f"+callbacks.usr2.step={step}",
         "+callbacks.usr2.signal=SIGUSR2",
         f"+callbacks.usr2.marker={marker}",
@@ -121,7 +121,7 @@ def test_a_requeued_sweep_job_resumes_from_its_own_checkpoint(monkeypatch, tmp_p
     """hydra/launcher=submitit_local: the job gets USR2 at step 6, saves last.ckpt, is requeued by
     submitit (the pickled launcher: same sweep config, same job number) and resumes in the same dir."""
     allow_targets(monkeypatch, "tests")
-    monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))  # the job's process finds tests.test_reliability
+    monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))  # the job's process finds tests.training.test_reliability
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     sweep = multirun_in_process(monkeypatch, tmp_path, *TINY, "~callbacks.dataset_views",
                                 "hydra/launcher=submitit_local", *usr2_at(6, tmp_path / "sent"))  # fmt: skip

@@ -13,7 +13,7 @@ from alexnet_study.errors import CheckpointError, ConfigError, DataError, first_
 from alexnet_study.models.pretrained import read_state_dict
 from alexnet_study.training.callbacks.checkpointing import check_checkpoint
 
-from .conftest import TINY, cli_in_process
+from ..conftest import TINY, cli_in_process
 
 
 def test_first_line_of_an_error_message() -> None:

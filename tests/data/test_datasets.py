@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-import tarfile
 import urllib.error
 from collections import Counter
 from pathlib import Path
@@ -32,15 +31,9 @@ from alexnet_study.data import (
 from alexnet_study.errors import DataError
 from alexnet_study.training.run import run
 
-from .conftest import shared_archive
+from .conftest import save_jpeg
 
 OFFLINE = urllib.error.URLError("[Errno -2] Name or service not known")
-
-
-def save_jpeg(path: Path, color: tuple[int, int, int], size: tuple[int, int] = (12, 10)) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", size, color).save(path, quality=95)
-    return path
 
 
 def labels_of(dm, split: str) -> Counter[int]:
@@ -179,15 +172,6 @@ def test_a_root_inside_the_caltech_tree_is_named_and_nothing_is_written_into_it(
 # ---------------------------------------------------------------------------------------------
 # Oxford-17 Flowers
 # ---------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def flowers_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The official layout: jpg/image_0001.jpg ... image_1360.jpg, 80 a class (tiny images)."""
-    root = tmp_path_factory.mktemp("flowers17")
-    for number in range(1, 1361):
-        save_jpeg(root / "jpg" / f"image_{number:04d}.jpg", ((number - 1) // 80 * 15, 60, 200), size=(6, 6))
-    return root
 
 
 def flowers_dm(root: Path, **kwargs: object) -> Flowers17DataModule:
@@ -337,15 +321,6 @@ def test_cifar_never_downloads_into_a_folder_of_images(tmp_path: Path, monkeypat
     with pytest.raises(DataError, match=r"^data.root=.*photos already holds images \(e.g. .*0.jpg\)"):
         CIFARDataModule(root=tmp_path / "photos", num_classes=10).prepare_data()
     assert sorted(p.name for p in (tmp_path / "photos").iterdir()) == ["cat"]
-
-
-@pytest.fixture(scope="module")
-def hymenoptera(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    archive = shared_archive("hymenoptera.tar.gz")
-    target = tmp_path_factory.mktemp("hymenoptera")
-    with tarfile.open(archive) as tar:
-        tar.extractall(target, filter="data")
-    return target / "hymenoptera"
 
 
 def test_a_short_run_on_the_real_ants_and_bees_loads_the_gif(make_cfg, hymenoptera: Path, tmp_path: Path) -> None:

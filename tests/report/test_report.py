@@ -20,7 +20,7 @@ from alexnet_study.config.cli import check_command_line
 from alexnet_study.errors import ConfigError
 from alexnet_study.report import stats, write_report
 
-from .conftest import TINY, make_job, multirun_in_process
+from ..conftest import TINY, make_job, multirun_in_process
 
 mpmath = pytest.importorskip("mpmath")  # an independent t distribution for the expected values
 

@@ -21,7 +21,7 @@ from alexnet_study.models.layers import DropConnectLinear
 from alexnet_study.report import collect, plots, write_report
 from alexnet_study.report.__main__ import main as report_main
 
-from .conftest import REPO_ROOT, SMOKE, make_job, multirun_in_process, run_cli
+from ..conftest import REPO_ROOT, SMOKE, make_job, multirun_in_process, run_cli
 
 EXPERIMENTS = sorted(p.stem for p in (REPO_ROOT / "conf" / "experiment").glob("*.yaml") if not p.stem.startswith("_"))
 # Jobs each experiment's own sweep launches.
@@ -31,7 +31,7 @@ JOBS = {
     "weight_decay_sweep": 3, "gamma_sweep": 4, "augmentation_sweep": 5,
     "cifar100_transfer": 6, "freeze_sweep": 3, "transfer_vs_scratch": 2, "arch_compare": 3, "hymenoptera_finetune": 2,
 }  # fmt: skip
-# Studies that load ImageNet weights: their smoke runs plant a weight file (tests/test_transfer.py).
+# Studies that load ImageNet weights: their smoke runs plant a weight file (tests/models/test_transfer.py).
 TRANSFER_EXPERIMENTS = (
     "cifar100_transfer",
     "freeze_sweep",

@@ -39,7 +39,7 @@ from alexnet_study.inspect import main as inspect_main
 from alexnet_study.models import build_alexnet
 from alexnet_study.report import write_report
 
-from .conftest import REPO_ROOT, TINY
+from ..conftest import REPO_ROOT, TINY
 
 LAYERS = [
     {"out_channels": 8, "kernel_size": 3, "padding": 1, "pool": {"kernel_size": 2, "stride": 2}},

@@ -24,7 +24,7 @@ from alexnet_study.errors import ConfigError, DivergenceError
 from alexnet_study.training.callbacks.divergence import DivergenceGuard
 from alexnet_study.training.run import build_module
 
-from .conftest import TINY, run_cli
+from ..conftest import TINY, run_cli
 
 # 81 validation and test images: a sampler that pads 2 processes to equal shares would count one twice.
 DDP_DATA = [o for o in TINY if o != "trainer=cpu"] + [

@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 from alexnet_study.config.validate import check_targets
 from alexnet_study.report import SweepFailed, SweepReport
 
-from .conftest import TINY, make_job, multirun_in_process
+from ..conftest import TINY, make_job, multirun_in_process
 
 SEARCHED = {"optim.lr", "optim.weight_decay", "model.dropout", "data.batch_size", "sched.scheduler.step_size",
             "sched.scheduler.gamma"}  # fmt: skip

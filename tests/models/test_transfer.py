@@ -9,7 +9,6 @@ import pathlib
 import re
 import sys
 from pathlib import Path
-from urllib.error import URLError
 
 import pytest
 import torch
@@ -25,8 +24,9 @@ from alexnet_study.models.pretrained import hub_checkpoints_dir, weights_file
 from alexnet_study.report import write_report
 from alexnet_study.training.run import build_module, build_trainer, instantiate, run
 
-from .conftest import SMOKE, make_job, multirun_in_process
-from .test_experiments import JOBS, TRANSFER_EXPERIMENTS
+from ..conftest import SMOKE, make_job, multirun_in_process
+from ..report.test_experiments import JOBS, TRANSFER_EXPERIMENTS
+from .conftest import random_state_dict
 
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
 RESNET50_FILE = "resnet50-11ad3fa6.pth"
@@ -38,52 +38,6 @@ SMALL_RUN = [
     "trainer.enable_model_summary=false", "~callbacks.progress_bar", "trainer.enable_progress_bar=false",
     "~callbacks.dataset_views", "sched=none",
 ]  # fmt: skip
-
-
-def random_state_dict(arch: str, seed: int = 0) -> dict[str, torch.Tensor]:
-    """torchvision's ``arch`` keys and shapes with random values: what a test plants as a weight file."""
-    with torch.device("meta"):
-        reference = torchvision.models.get_model(arch)
-    generator = torch.Generator().manual_seed(seed)
-    state = {}
-    for key, tensor in reference.state_dict().items():
-        if not tensor.is_floating_point():
-            state[key] = torch.zeros(tensor.shape, dtype=tensor.dtype)
-        elif key.endswith("running_var"):
-            state[key] = 0.5 + torch.rand(tensor.shape, generator=generator)
-        else:
-            state[key] = 0.01 * torch.randn(tensor.shape, generator=generator)
-    return state
-
-
-@pytest.fixture(scope="session")
-def planted_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A TORCH_HOME whose hub cache holds random AlexNet and ResNet-50 weights under torchvision's file names."""
-    home = tmp_path_factory.mktemp("torch_home")
-    directory = home / "hub" / "checkpoints"
-    directory.mkdir(parents=True)
-    for arch in ("alexnet", "resnet50"):
-        torch.save(random_state_dict(arch), directory / weights_file(arch).file_name)
-    return home
-
-
-@pytest.fixture
-def torch_home(monkeypatch: pytest.MonkeyPatch, planted_home: Path) -> Path:
-    monkeypatch.setenv("TORCH_HOME", str(planted_home))
-    return planted_home
-
-
-@pytest.fixture(autouse=True)
-def downloads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every download fails as it does offline; the list records the URLs that were tried."""
-    tried: list[str] = []
-
-    def offline(url: str, *args: object, **kwargs: object) -> None:
-        tried.append(url)
-        raise URLError("[Errno -3] Temporary failure in name resolution")
-
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
-    return tried
 
 
 def load(path: Path) -> dict[str, torch.Tensor]:

@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 
 from alexnet_study.training.run import build_module, instantiate
 
-from .conftest import REPO_ROOT
+from ..conftest import REPO_ROOT
 
 STEPS = 24
 # The first and last few steps' mean loss: single batches are noisy.

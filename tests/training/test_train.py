@@ -13,7 +13,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from alexnet_study.errors import DataError
 from alexnet_study.training.run import run
 
-from .conftest import allow_targets, run_cli
+from ..conftest import allow_targets, run_cli
 
 
 def only_run_dir(cwd: Path) -> Path:
@@ -103,7 +103,7 @@ class InterruptAfterFirstBatch(L.Callback):
 
 def test_interrupted_run_says_so_in_metrics(make_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     allow_targets(monkeypatch, "tests")  # the _target_ allowlist's escape hatch
-    cfg = make_cfg("+callbacks.interrupt._target_=tests.test_train.InterruptAfterFirstBatch", tiny=True)
+    cfg = make_cfg("+callbacks.interrupt._target_=tests.training.test_train.InterruptAfterFirstBatch", tiny=True)
     sigint = signal.getsignal(signal.SIGINT)
     try:
         with pytest.raises(SystemExit):  # Lightning's graceful shutdown ends with sys.exit(1)

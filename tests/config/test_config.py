@@ -19,7 +19,7 @@ from alexnet_study.config.presets import config_dir
 from alexnet_study.models import AlexNet
 from alexnet_study.training.run import build_module
 
-from .conftest import REPO_ROOT
+from ..conftest import REPO_ROOT
 
 CONF = REPO_ROOT / "conf"
 # Groups in the defaults list: experiment and hparams_search are added with +, variant/ holds one nested
