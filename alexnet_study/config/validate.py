@@ -82,8 +82,9 @@ ALLOWED_TARGETS = (
     "alexnet_study.data.SyntheticDataModule",
     "alexnet_study.training.callbacks.checkpointing.LastCheckpoint",
     "alexnet_study.training.callbacks.divergence.DivergenceGuard",
-    "alexnet_study.training.callbacks.recorder.DatasetViews",
-    "alexnet_study.bench.SyncCounter",
+    "alexnet_study.training.callbacks.dataset_views.DatasetViews",
+    "alexnet_study.bench.lightning_loop.SyncCounter",
+    "alexnet_study.analysis.AnalysisViews",
     "alexnet_study.report.SweepReport",
     # Hydra's launchers and sweepers, the project's Optuna sweeper, conf/hydra/launcher's plugins
     "hydra._internal.core_plugins.basic_launcher.BasicLauncher",

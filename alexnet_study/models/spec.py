@@ -189,69 +189,8 @@ def resolve_spec(
       - ``batchnorm``: BatchNorm after every conv (true) or none (false).
     Unknown keys other than Hydra's ``_target_`` are kept in ``extra`` for other builders.
     """
-    raw_layers = _as_list(_key("layers"), layers)
-    if not raw_layers:
-        raise ConfigError(f"{_key('layers')}: at least one conv layer is required")
-    convs = [_conv_spec(f"{_key('layers')}[{i}]", raw) for i, raw in enumerate(raw_layers)]
-
-    if conv_depth is not None:
-        if isinstance(conv_depth, bool) or not isinstance(conv_depth, int) or not 1 <= conv_depth <= len(convs):
-            raise ConfigError(
-                f"{_key('conv_depth')}={conv_depth}: this preset has {len(convs)} conv layers; accepted: 1..{len(convs)}"
-            )
-        final = convs[-1]
-        kept = convs[:conv_depth]
-        if conv_depth < len(convs):
-            last = kept[-1]
-            kept[-1] = replace(last, out_channels=final.out_channels, pool=last.pool or final.pool)
-        convs = kept
-
-    if conv_strides is not None:
-        strides = _as_list(_key("conv_strides"), conv_strides)
-        if len(strides) != len(convs):
-            raise ConfigError(
-                f"{_key('conv_strides')}={strides}: {len(strides)} strides for {len(convs)} conv layers; give one per conv layer"
-            )
-        convs = [
-            replace(c, stride=check_int(f"{_key('conv_strides')}[{i}]", s, 1))
-            for i, (c, s) in enumerate(zip(convs, strides, strict=True))
-        ]
-
-    if pool_strides is not None:
-        strides = _as_list(_key("pool_strides"), pool_strides)
-        pooled = [i for i, c in enumerate(convs) if c.pool is not None]
-        if len(strides) != len(pooled):
-            raise ConfigError(
-                f"{_key('pool_strides')}={strides}: {len(strides)} strides for {len(pooled)} max-pool layers; give one per max-pool"
-            )
-        for n, (i, s) in enumerate(zip(pooled, strides, strict=True)):
-            check_int(f"{_key('pool_strides')}[{n}]", s, 1)
-            convs[i] = replace(convs[i], pool=replace(convs[i].pool, stride=s))
-
-    if batchnorm is not None:
-        if not isinstance(batchnorm, bool):
-            raise ConfigError(f"{_key('batchnorm')}={batchnorm!r}: accepted: true, false, null (as the preset lists)")
-        convs = [replace(c, batchnorm=batchnorm) for c in convs]
-
-    hidden_widths = [check_int(f"{_key('hidden')}[{i}]", w, 1) for i, w in enumerate(_as_list(_key("hidden"), hidden))]
-    rates = [dropout] * len(hidden_widths) if isinstance(dropout, int | float) else _as_list(_key("dropout"), dropout)
-    rates = [_check_rate(f"{_key('dropout')}[{i}]", p) for i, p in enumerate(rates)]
-    if fc_depth is not None:
-        if isinstance(fc_depth, bool) or not isinstance(fc_depth, int) or not 1 <= fc_depth <= MAX_FC_DEPTH:
-            raise ConfigError(
-                f"{_key('fc_depth')}={fc_depth}: accepted: 1..{MAX_FC_DEPTH} (FC layers including the output layer)"
-            )
-        if fc_depth > 1 and not hidden_widths:
-            raise ConfigError(
-                f"{_key('fc_depth')}={fc_depth}: {_key('hidden')} is empty, so there is no width to repeat"
-            )
-        hidden_widths = _fit_length(hidden_widths, fc_depth - 1)
-        rates = _fit_length(rates or [0.0], fc_depth - 1)
-    if len(rates) != len(hidden_widths):
-        raise ConfigError(
-            f"{_key('dropout')}={rates}: {len(rates)} rates for {len(hidden_widths)} hidden FC layers; give one per hidden layer"
-        )
-
+    convs = _conv_layers(layers, conv_depth, conv_strides, pool_strides, batchnorm)
+    hidden_widths, rates = _fc_layers(hidden, dropout, fc_depth)
     activations = tuple(ACTIVATIONS)
     spec = ModelSpec(
         layers=tuple(convs),
@@ -273,6 +212,94 @@ def resolve_spec(
     )
     _check_groups(spec)
     return spec
+
+
+def _conv_layers(
+    layers: Sequence[Mapping[str, Any]],
+    conv_depth: int | None,
+    conv_strides: Sequence[int] | None,
+    pool_strides: Sequence[int] | None,
+    batchnorm: bool | None,
+) -> list[ConvSpec]:
+    """The conv layers as listed, with the conv knobs applied."""
+    raw_layers = _as_list(_key("layers"), layers)
+    if not raw_layers:
+        raise ConfigError(f"{_key('layers')}: at least one conv layer is required")
+    convs = [_conv_spec(f"{_key('layers')}[{i}]", raw) for i, raw in enumerate(raw_layers)]
+    if conv_depth is not None:
+        convs = _keep_convs(convs, conv_depth)
+    if conv_strides is not None:
+        strides = _as_list(_key("conv_strides"), conv_strides)
+        if len(strides) != len(convs):
+            raise ConfigError(
+                f"{_key('conv_strides')}={strides}: {len(strides)} strides for {len(convs)} conv layers; give one per conv layer"
+            )
+        convs = [
+            replace(c, stride=check_int(f"{_key('conv_strides')}[{i}]", s, 1))
+            for i, (c, s) in enumerate(zip(convs, strides, strict=True))
+        ]
+    if pool_strides is not None:
+        convs = _with_pool_strides(convs, _as_list(_key("pool_strides"), pool_strides))
+    if batchnorm is not None:
+        if not isinstance(batchnorm, bool):
+            raise ConfigError(f"{_key('batchnorm')}={batchnorm!r}: accepted: true, false, null (as the preset lists)")
+        convs = [replace(c, batchnorm=batchnorm) for c in convs]
+    return convs
+
+
+def _keep_convs(convs: list[ConvSpec], conv_depth: Any) -> list[ConvSpec]:
+    """The first ``conv_depth`` conv layers; the last kept one takes the final layer's width (and its
+    pool, if it has none), as when conv5 is removed and conv4 goes 384->256."""
+    if isinstance(conv_depth, bool) or not isinstance(conv_depth, int) or not 1 <= conv_depth <= len(convs):
+        raise ConfigError(
+            f"{_key('conv_depth')}={conv_depth}: this preset has {len(convs)} conv layers; accepted: 1..{len(convs)}"
+        )
+    final = convs[-1]
+    kept = convs[:conv_depth]
+    if conv_depth < len(convs):
+        last = kept[-1]
+        kept[-1] = replace(last, out_channels=final.out_channels, pool=last.pool or final.pool)
+    return kept
+
+
+def _with_pool_strides(convs: list[ConvSpec], strides: list[Any]) -> list[ConvSpec]:
+    """One stride per max-pool, in order."""
+    pooled = [i for i, c in enumerate(convs) if c.pool is not None]
+    if len(strides) != len(pooled):
+        raise ConfigError(
+            f"{_key('pool_strides')}={strides}: {len(strides)} strides for {len(pooled)} max-pool layers; give one per max-pool"
+        )
+    convs = list(convs)
+    for n, (i, s) in enumerate(zip(pooled, strides, strict=True)):
+        check_int(f"{_key('pool_strides')}[{n}]", s, 1)
+        convs[i] = replace(convs[i], pool=replace(convs[i].pool, stride=s))
+    return convs
+
+
+def _fc_layers(
+    hidden: Sequence[int], dropout: Sequence[float] | float, fc_depth: int | None
+) -> tuple[list[int], list[float]]:
+    """Hidden FC widths and their dropout rates, with ``fc_depth`` applied (truncated, or extended by
+    repeating the last one)."""
+    hidden_widths = [check_int(f"{_key('hidden')}[{i}]", w, 1) for i, w in enumerate(_as_list(_key("hidden"), hidden))]
+    rates = [dropout] * len(hidden_widths) if isinstance(dropout, int | float) else _as_list(_key("dropout"), dropout)
+    rates = [_check_rate(f"{_key('dropout')}[{i}]", p) for i, p in enumerate(rates)]
+    if fc_depth is not None:
+        if isinstance(fc_depth, bool) or not isinstance(fc_depth, int) or not 1 <= fc_depth <= MAX_FC_DEPTH:
+            raise ConfigError(
+                f"{_key('fc_depth')}={fc_depth}: accepted: 1..{MAX_FC_DEPTH} (FC layers including the output layer)"
+            )
+        if fc_depth > 1 and not hidden_widths:
+            raise ConfigError(
+                f"{_key('fc_depth')}={fc_depth}: {_key('hidden')} is empty, so there is no width to repeat"
+            )
+        hidden_widths = _fit_length(hidden_widths, fc_depth - 1)
+        rates = _fit_length(rates or [0.0], fc_depth - 1)
+    if len(rates) != len(hidden_widths):
+        raise ConfigError(
+            f"{_key('dropout')}={rates}: {len(rates)} rates for {len(hidden_widths)} hidden FC layers; give one per hidden layer"
+        )
+    return hidden_widths, rates
 
 
 def _check_groups(spec: ModelSpec) -> None:

@@ -9,6 +9,7 @@ import signal
 import sys
 import time
 import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,22 @@ def build_trainer(cfg: DictConfig, extra_callbacks: list[L.Callback] = ()) -> L.
     )
 
 
+@dataclass
+class _Attempt:
+    """One call of :func:`run`: what it has built so far, so that whatever exists when it fails is
+    recorded, and where its record goes (``metrics.json``; beside it when a finished run is there)."""
+
+    output_dir: Path
+    earlier: dict[str, Any] | None  # the metrics of a run that finished ok in this dir
+    metrics: dict[str, Any]
+    target: Path | None
+    started: float = field(default_factory=time.perf_counter)
+    recorder: EpochRecorder = field(default_factory=EpochRecorder)
+    trainer: L.Trainer | None = None
+    datamodule: DeviceDataModule | None = None
+    provenance: Provenance | None = None
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Train and test as ``cfg`` says; return the metrics also written to ``metrics.json``.
 
@@ -120,89 +137,95 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    earlier = finished_metrics(output_dir)
-    seed = run_seed(cfg)
-    metrics: dict[str, Any] = {
-        "status": "failed",
-        "error": None,
-        "seed": seed,
-        "started_at": now(),
-    }
-    trainer: L.Trainer | None = None
-    datamodule: DeviceDataModule | None = None
-    provenance: Provenance | None = None
-    recorder = EpochRecorder()
-    target = output_dir / METRICS_FILE
+    metrics = {"status": "failed", "error": None, "seed": run_seed(cfg), "started_at": now()}
+    attempt = _Attempt(output_dir, finished_metrics(output_dir), metrics, output_dir / METRICS_FILE)
+    unwritten = None
     try:
-        # Before anything is built, loaded or written: a bad config stops here, in milliseconds.
-        validate_config(cfg)
-        ckpt_path, warnings = resume_checkpoint(cfg.get("resume"), cfg.get("ckpt_path"), output_dir)
-        if ckpt_path is not None:
-            metrics["resumed_from"] = str(ckpt_path)
-        if warnings:
-            metrics["warnings"] = warnings
-        # Under DDP every process runs this function; rank zero alone records the run.
-        if launched_as_rank_zero():
-            provenance = Provenance(output_dir, cfg)
-        if seed is not None:
-            L.seed_everything(seed, workers=True)
-        # The model first: a bad model config fails in milliseconds, before any data is read.
-        module = build_module(cfg)
-        total, trainable = count_parameters(module.net)
-        metrics.update(params_total=total, params_trainable=trainable)
-        log.info("model %s: %s parameters, %s trainable", cfg.model.get("name", "?"), f"{total:,}", f"{trainable:,}")
-
-        datamodule = instantiate(cfg.data)
-        # The analysis= group: views of what the network learned, drawn after testing (conf/analysis/).
-        views = [instantiate(cfg.analysis)] if cfg.get("analysis") else []
-        trainer = build_trainer(cfg, [recorder, *([RecordDataset(provenance)] if provenance else []), *views])
-        metrics.update(device=_device_name(trainer), precision=str(trainer.precision))
-        for lg in trainer.loggers:
-            lg.log_metrics({"params/total": total, "params/trainable": trainable}, step=0)
-
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-        if earlier is not None and ckpt_path is not None and recorder.batches_trained == 0:
-            log.info("%s: nothing left to train; the finished run's metrics.json is kept", output_dir)
-            metrics, target = earlier, None
-        else:
-            metrics.update(_fit_metrics(trainer, module, recorder.history))
-            if cfg.get("test", True) and "test" in datamodule.splits():
-                best = getattr(trainer.checkpoint_callback, "best_model_path", "")
-                trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
-                metrics.update(
-                    _test_metrics(trainer, module, datamodule.classes, output_dir if trainer.is_global_zero else None)
-                )
-                metrics["tested_checkpoint"] = best or "final weights"
-            metrics["status"] = "ok"
+        _train_and_test(cfg, attempt)
     except BaseException as err:
-        failure = _disk_full(err, output_dir, trainer) or err
-        metrics["error"] = f"{type(failure).__name__}: {first_line(failure, empty='')}"
-        metrics["status"] = _status(err)
-        if isinstance(err, DivergenceError):
-            metrics["diverged_at"] = {"epoch": err.epoch, "step": err.step, "lr": err.lr}
-        if earlier is not None:  # a finished run's record is not this attempt's to replace
-            target = attempt_path(output_dir, metrics["status"])
-            _add_to_message(failure, f"({kept_note(output_dir, target)})")
-        _stop_launched_processes(trainer)
+        failure = _record_failure(attempt, err)
+        _stop_launched_processes(attempt.trainer)
         if failure is not err:
             raise failure from err
         raise
     finally:
-        if target is not None:
-            _complete(metrics, recorder, datamodule, started)
-        primary = trainer.is_global_zero if trainer is not None else launched_as_rank_zero()
-        unwritten = None
-        if primary:
-            unwritten = _record(target, metrics, provenance)
-            if trainer is not None:
-                try:
-                    log_hparams(trainer, cfg, metrics)
-                except Exception as err:  # TensorBoard on a full disk, say: never what a run reports
-                    log.warning("could not record the HParams in TensorBoard: %s", first_line(err))
+        unwritten = _finish(cfg, attempt)
     if unwritten is not None:  # reached only when the run itself went well
         raise unwritten
-    return metrics
+    return attempt.metrics
+
+
+def _train_and_test(cfg: DictConfig, a: _Attempt) -> None:
+    """Check, build, fit and test; the results go into ``a.metrics``."""
+    # Before anything is built, loaded or written: a bad config stops here, in milliseconds.
+    validate_config(cfg)
+    ckpt_path, warnings = resume_checkpoint(cfg.get("resume"), cfg.get("ckpt_path"), a.output_dir)
+    if ckpt_path is not None:
+        a.metrics["resumed_from"] = str(ckpt_path)
+    if warnings:
+        a.metrics["warnings"] = warnings
+    # Under DDP every process runs this function; rank zero alone records the run.
+    if launched_as_rank_zero():
+        a.provenance = Provenance(a.output_dir, cfg)
+    if a.metrics["seed"] is not None:
+        L.seed_everything(a.metrics["seed"], workers=True)
+    # The model first: a bad model config fails in milliseconds, before any data is read.
+    module = build_module(cfg)
+    total, trainable = count_parameters(module.net)
+    a.metrics.update(params_total=total, params_trainable=trainable)
+    log.info("model %s: %s parameters, %s trainable", cfg.model.get("name", "?"), f"{total:,}", f"{trainable:,}")
+    a.datamodule = instantiate(cfg.data)
+    # The analysis= group: views of what the network learned, drawn after testing (conf/analysis/).
+    views = [instantiate(cfg.analysis)] if cfg.get("analysis") else []
+    recorders = [a.recorder, *([RecordDataset(a.provenance)] if a.provenance else []), *views]
+    a.trainer = trainer = build_trainer(cfg, recorders)
+    a.metrics.update(device=_device_name(trainer), precision=str(trainer.precision))
+    for lg in trainer.loggers:
+        lg.log_metrics({"params/total": total, "params/trainable": trainable}, step=0)
+
+    trainer.fit(module, datamodule=a.datamodule, ckpt_path=ckpt_path)
+    if a.earlier is not None and ckpt_path is not None and a.recorder.batches_trained == 0:
+        log.info("%s: nothing left to train; the finished run's metrics.json is kept", a.output_dir)
+        a.metrics, a.target = a.earlier, None
+        return
+    a.metrics.update(_fit_metrics(trainer, module, a.recorder.history))
+    if cfg.get("test", True) and "test" in a.datamodule.splits():
+        best = getattr(trainer.checkpoint_callback, "best_model_path", "")
+        trainer.test(module, datamodule=a.datamodule, ckpt_path=best or None, weights_only=True)
+        record_dir = a.output_dir if trainer.is_global_zero else None
+        a.metrics.update(_test_metrics(trainer, module, a.datamodule.classes, record_dir))
+        a.metrics["tested_checkpoint"] = best or "final weights"
+    a.metrics["status"] = "ok"
+
+
+def _record_failure(a: _Attempt, err: BaseException) -> BaseException:
+    """Put ``err`` in ``a.metrics``; return the error to raise (a full disk named as such, else ``err``)."""
+    failure = _disk_full(err, a.output_dir, a.trainer) or err
+    a.metrics["error"] = f"{type(failure).__name__}: {first_line(failure, empty='')}"
+    a.metrics["status"] = _status(err)
+    if isinstance(err, DivergenceError):
+        a.metrics["diverged_at"] = {"epoch": err.epoch, "step": err.step, "lr": err.lr}
+    if a.earlier is not None:  # a finished run's record is not this attempt's to replace
+        a.target = attempt_path(a.output_dir, a.metrics["status"])
+        _add_to_message(failure, f"({kept_note(a.output_dir, a.target)})")
+    return failure
+
+
+def _finish(cfg: DictConfig, a: _Attempt) -> WriteError | None:
+    """Complete and write the record (the primary process only); the error to raise if the
+    metrics of a run that went well could not be written."""
+    if a.target is not None:
+        _complete(a.metrics, a.recorder, a.datamodule, a.started)
+    primary = a.trainer.is_global_zero if a.trainer is not None else launched_as_rank_zero()
+    if not primary:
+        return None
+    unwritten = _record(a.target, a.metrics, a.provenance)
+    if a.trainer is not None:
+        try:
+            log_hparams(a.trainer, cfg, a.metrics)
+        except Exception as err:  # TensorBoard on a full disk, say: never what a run reports
+            log.warning("could not record the HParams in TensorBoard: %s", first_line(err))
+    return unwritten
 
 
 def _complete(
