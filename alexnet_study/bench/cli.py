@@ -96,7 +96,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--pad-channels", action="store_true", help="also time 'package' with the input padded to 4 channels")
     add("--peak-tflops", type=float, default=None, help="peak for MFU (default: the detected GPU's dense bf16 peak)")
     add("--profile", type=Path, default=None, help="write torch.profiler tables of 'package' to this file")
-    add("--trainer", action="store_true", help="also time the package's own Lightning loop (train.run; needs Hydra)")
+    add("--trainer", action="store_true", help="also time the package's own Lightning loop (training.run.run; needs Hydra)")
     add(
         "--trainer-epochs",
         type=int,
@@ -323,7 +323,7 @@ def _compare(report: dict[str, Any]) -> None:
 def _print_report(report: dict[str, Any], batch_size: int, device_name: str) -> None:
     print_table(report["results"], f"Training throughput, batch {batch_size} ({device_name})")
     print_table(report["batch_sizes"], "Batch size vs throughput ('package')")
-    print_table(report["trainer"], "The package's Lightning loop (train.run), after its first epoch")
+    print_table(report["trainer"], "The package's Lightning loop (training.run.run), after its first epoch")
     if report["memory_note"]:
         print(f"\n{report['memory_note']}")
     if "sweep" in report:

@@ -8,7 +8,7 @@
 #   main       alexnet, alexnet_2012, alexnet_cifar: the four pipelines, input padded to 4
 #              channels, batch sizes 128..1024, a torch profile of 'package'
 #   compile    alexnet's 'package' and 'model_only' with torch.compile
-#   lightning  the package's own Lightning loop (train.run) next to 'package'      (needs Hydra)
+#   lightning  the package's own Lightning loop (training.run.run) next to 'package'      (needs Hydra)
 #   sweep      a 4-job sweep one after another vs hydra/launcher=parallel          (needs Hydra)
 #
 # Runs from the repository root with the python3 that has torch, torchvision, lightning,

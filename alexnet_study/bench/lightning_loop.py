@@ -68,7 +68,7 @@ class SyncCounter(L.Callback):
 def lightning_run(
     model_name: str, image_size: int, train_flops: float, s: Settings, epochs: int, output_root: Path
 ) -> dict[str, Any]:
-    """The package's own training loop (``train.run``: Lightning, callbacks, loggers) on synthetic
+    """The package's own training loop (``training.run.run``: Lightning, callbacks, loggers) on synthetic
     data of ``--dataset-size`` images: the images/s its ``EpochRecorder`` reports after the first epoch."""
     try:
         from alexnet_study.config.compose import compose
@@ -116,7 +116,7 @@ def lightning_run(
         "peak_memory_mib": peak_memory_mib(s.device),
         "host_syncs_per_step": syncs.get("syncs_per_step"),
         "host_sync_sites": sorted(syncs.get("sites", {})),
-        "data": "train.run(cfg): data=synthetic (uint8 on the device), the default trainer, callbacks and logger",
+        "data": "training.run.run(cfg): data=synthetic (uint8 on the device), the default trainer, callbacks and logger",
         "compiled": s.compile,
         "command": "python -m alexnet_study " + " ".join(o for o in overrides if not o.startswith("+callbacks")),
     }
