@@ -1,7 +1,7 @@
 """The Python API for notebooks and scripts: build and inspect models, train, load results.
 
 Everything here goes through the same configs and code as the command line: a model is a
-``conf/model`` preset plus overrides, a training run is ``compose`` + ``train.run``, and the
+``conf/model`` preset plus overrides, a training run is ``compose`` + ``training.run.run``, and the
 figures are the sweep report's own (:mod:`alexnet_study.report.plots`, :func:`report.sweep_figures`).
 """
 

@@ -13,7 +13,7 @@ from alexnet_study.report.collect import Job, Sweep
 from alexnet_study.report.results import METRICS, Results, analyse
 
 FIGURES = {"curves": "curves.png", "bars": "bars.png", "heatmap": "heatmap.png", "confusion": "confusion.png"}
-CONFUSION_FILE = "confusion_matrix.csv"  # written by train.run beside metrics.json
+CONFUSION_FILE = "confusion_matrix.csv"  # written by training.run.run beside metrics.json
 
 
 def sweep_figures(sweep: Sweep, results: Results | None = None) -> dict[str, Figure]:
