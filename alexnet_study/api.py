@@ -26,6 +26,7 @@ from alexnet_study.config.presets import preset as read_preset
 from alexnet_study.models.builder import AlexNet, count_parameters
 from alexnet_study.report import collect, write_report
 from alexnet_study.report.collect import METRICS_FILE, history
+from alexnet_study.training.records import finished_metrics
 
 # -- models -----------------------------------------------------------------------------------
 
@@ -160,12 +161,14 @@ def fit(overrides: Sequence[str] = (), output_dir: str | Path | None = None) -> 
     config = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(config, dict)
     config.pop("hydra", None)
-    # The record Hydra keeps for command-line runs, so load_run and reports read both alike.
+    # The record Hydra keeps for command-line runs, so load_run and reports read both alike; a run
+    # that finished there keeps its own (run() then keeps its metrics too).
     record = run_dir / ".hydra"
-    record.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(OmegaConf.create(config), record / "config.yaml")
-    if not (record / "overrides.yaml").is_file():
-        OmegaConf.save(OmegaConf.create(list(overrides)), record / "overrides.yaml")
+    if finished_metrics(run_dir) is None:
+        record.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(OmegaConf.create(config), record / "config.yaml")
+        if not (record / "overrides.yaml").is_file():
+            OmegaConf.save(OmegaConf.create(list(overrides)), record / "overrides.yaml")
     metrics = run(cfg)
     return Run(run_dir, metrics, config)
 

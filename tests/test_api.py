@@ -57,6 +57,10 @@ def test_fit_and_load_run(tmp_path: Path) -> None:
     assert again.metrics["test_acc"] == pytest.approx(run.metrics["test_acc"])
     assert again.config["model"]["name"] == "convnet" and again.history == run.history
     assert (tmp_path / "run" / ".hydra" / "overrides.yaml").is_file()
+    # Again in the same dir with another setting: the finished run's record stays as it was.
+    recorded = (tmp_path / "run" / ".hydra" / "config.yaml").read_text()
+    als.fit([*TINY, "trainer.max_epochs=2", "optim.lr=0.5"], output_dir=tmp_path / "run")
+    assert (tmp_path / "run" / ".hydra" / "config.yaml").read_text() == recorded
 
 
 def test_sweep_writes_a_sweep_dir_with_a_report(tmp_path: Path) -> None:
