@@ -262,17 +262,22 @@ def accuracy_bars(
     for ax, (title, (means, cis)) in zip(axes, panels.items(), strict=True):
         heights = np.array([np.nan if v is None else v for v in means], dtype=float)
         spread = np.array([0.0 if e is None else e for e in cis], dtype=float)
-        ax.barh(positions, heights, xerr=spread, capsize=4, color="#4C72B0", error_kw={"elinewidth": 1.2})
+        # An accuracy lies in [0, 1]: whiskers stop there (a t interval of two runs can be wider);
+        # the labels keep the interval's full half-width.
+        low = np.clip(heights - spread, 0.0, 1.0)
+        high = np.clip(heights + spread, 0.0, 1.0)
+        whiskers = np.nan_to_num(np.vstack([heights - low, high - heights]))
+        ax.barh(positions, heights, xerr=whiskers, capsize=4, color="#4C72B0", error_kw={"elinewidth": 1.2})
         if chance is not None:
             ax.axvline(chance, color="k", linestyle="--", linewidth=1.0, label=f"chance ({chance:.3g})")
             ax.legend(fontsize=8, loc="lower right")
-        top = np.nanmax(np.concatenate([heights + spread, [chance or 0.0, 0.01]]))
-        ax.set_xlim(0, min(1.0, top * 1.3) if top <= 1 else top * 1.3)
+        top = np.nanmax(np.concatenate([high, [chance or 0.0, 0.01]]))
+        ax.set_xlim(0, min(1.0, top * 1.3))
         for y, (value, err) in enumerate(zip(heights, spread, strict=True)):
             if np.isnan(value):
                 continue
             text = f"{value:.3f}" + (f" ± {err:.3f}" if err else "") + (f"  {notes[y]}" if notes and y in notes else "")
-            ax.annotate(text, (value + err, y), xytext=(4, 0), textcoords="offset points", va="center", fontsize=8)
+            ax.annotate(text, (high[y], y), xytext=(4, 0), textcoords="offset points", va="center", fontsize=8)
         ax.set_yticks(positions, labels, fontsize=8)
         ax.set_title(title)
         ax.set_xlabel("accuracy (mean, whiskers: 95% CI)")
