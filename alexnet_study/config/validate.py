@@ -85,6 +85,7 @@ ALLOWED_TARGETS = (
     "alexnet_study.training.callbacks.recorder.DatasetViews",
     "alexnet_study.bench.SyncCounter",
     "alexnet_study.report.SweepReport",
+    "alexnet_study.analysis.AnalysisViews",
     # Hydra's launchers and sweepers, the project's Optuna sweeper, conf/hydra/launcher's plugins
     "hydra._internal.core_plugins.basic_launcher.BasicLauncher",
     "hydra._internal.core_plugins.basic_sweeper.BasicSweeper",
