@@ -84,8 +84,8 @@ ALLOWED_TARGETS = (
     "alexnet_study.training.callbacks.divergence.DivergenceGuard",
     "alexnet_study.training.callbacks.dataset_views.DatasetViews",
     "alexnet_study.bench.lightning_loop.SyncCounter",
-    "alexnet_study.analysis.AnalysisViews",
     "alexnet_study.report.SweepReport",
+    "alexnet_study.analysis.AnalysisViews",
     # Hydra's launchers and sweepers, the project's Optuna sweeper, conf/hydra/launcher's plugins
     "hydra._internal.core_plugins.basic_launcher.BasicLauncher",
     "hydra._internal.core_plugins.basic_sweeper.BasicSweeper",

@@ -23,10 +23,10 @@ from ..conftest import REPO_ROOT
 
 CONF = REPO_ROOT / "conf"
 # Groups in the defaults list: experiment and hparams_search are added with +, variant/ holds one nested
-# group per study (used by the experiments), hydra is Hydra's.
-GROUPS = sorted(
-    d.name for d in CONF.iterdir() if d.is_dir() and d.name not in ("hydra", "experiment", "variant", "hparams_search")
-)
+# group per study and scale/ one option per size (both used by the experiments: tests/config/test_scale.py),
+# laptop/ the studies' laptop sizes; hydra is Hydra's.
+NOT_GROUPS = ("hydra", "experiment", "variant", "hparams_search", "scale", "laptop")
+GROUPS = sorted(d.name for d in CONF.iterdir() if d.is_dir() and d.name not in NOT_GROUPS)
 # Config groups whose options need a value here: image_folder counts the class folders of a data.root
 # that the tests' empty data dir lacks.
 REQUIRED = {("data", "image_folder"): ["data.num_classes=10"]}
