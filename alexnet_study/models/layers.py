@@ -88,12 +88,12 @@ def init_weights(
     """Initialise conv and linear weights in place (the last linear layer is the output layer).
 
     - ``default``: PyTorch's own (torchvision's AlexNet keeps it): U(+-1/sqrt(fan_in)) weights and biases.
-    - ``he``: He et al.'s variance-preserving normal init, with the gain of the activation that follows the
-      layer (:data:`GAINS`: ``activation`` after the convs, ``fc_activation`` after the hidden FC layers;
-      sqrt(2) for ReLU, 5/3 for tanh, 1 for sigmoid). Convs: N(0, gain^2/fan_out), torchvision's form for its
-      VGGs and ResNets. Linear layers: N(0, gain^2/fan_in), so a wide flatten into a narrow layer keeps its
-      scale (fan_out would scale it by sqrt(fan_in/fan_out)). The output layer, which feeds the softmax, gets
-      the linear gain N(0, 1/fan_in). Zero biases.
+    - ``he``: He et al.'s variance-preserving init, N(0, gain^2/fan_in) (their eq. 10), with the gain of the
+      activation that follows the layer (:data:`GAINS`: ``activation`` after the convs, ``fc_activation``
+      after the hidden FC layers; sqrt(2) for ReLU, 5/3 for tanh, 1 for sigmoid). fan_in, not torchvision's
+      fan_out: AlexNet's conv1 (3 -> 64 channels, 11x11) has 21x the fan_out of its fan_in, and fan_out
+      shrank its signal ~3x there and a 9216-wide flatten into a narrow FC layer grew ~4x. The output
+      layer, which feeds the softmax, gets the linear gain N(0, 1/fan_in). Zero biases.
     - ``xavier``: Glorot uniform, zero biases.
     - ``paper``: N(0, 0.01) weights, biases 1 for the layers in ``bias_one`` (the paper's conv2, conv4,
       conv5 and hidden FC layers) and 0 elsewhere.
@@ -119,8 +119,7 @@ def init_weights(
 def _init_weight(weight: torch.Tensor, scheme: str, conv: bool, gain: float) -> None:
     fan_in = weight[0].numel()
     if scheme == "he":
-        fan = weight.shape[0] * weight[0][0].numel() if conv else fan_in
-        nn.init.normal_(weight, mean=0.0, std=gain / math.sqrt(fan))
+        nn.init.normal_(weight, mean=0.0, std=gain / math.sqrt(fan_in))
     elif scheme == "xavier":
         nn.init.xavier_uniform_(weight)
     elif scheme == "paper":

@@ -168,7 +168,7 @@ def test_he_init_takes_the_gain_of_each_layers_activation(make_cfg, activation: 
     )  # fmt: skip
     torch.manual_seed(0)
     layers = _weighted(hydra.utils.instantiate(cfg.model))
-    conv = layers["conv3"].weight  # convs: fan_out, with the convs' activation's gain
-    assert conv.std().item() == pytest.approx(gain / math.sqrt(conv.shape[0] * 9), rel=0.05)
-    fc = layers["fc7"].weight  # FC layers: fan_in, with fc_activation's gain
+    conv = layers["conv3"].weight  # convs: the convs' activation's gain
+    assert conv.std().item() == pytest.approx(gain / math.sqrt(conv[0].numel()), rel=0.05)
+    fc = layers["fc7"].weight  # FC layers: fc_activation's gain
     assert fc.std().item() == pytest.approx(math.sqrt(2 / fc.shape[1]), rel=0.05)

@@ -48,10 +48,9 @@ def test_fan_based_inits_have_the_right_scale(preset, name: str, scheme: str) ->
         fan_in, fan_out = _fans(layer.weight)
         if scheme == "he" and layer_name == "fc8":  # the output layer: no ReLU after it, linear gain
             expected_std = math.sqrt(1 / fan_in)
-        elif scheme == "he" and layer_name.startswith("conv"):  # torchvision's conv form: fan_out
-            expected_std = math.sqrt(2 / fan_out)
-        elif scheme == "he":  # linear layers: fan_in (a wide flatten into a narrow layer keeps its scale),
-            expected_std = GAINS[model.spec.fc_activation] / math.sqrt(fan_in)  # the FC activation's gain
+        elif scheme == "he":  # fan_in, with the gain of the activation after the layer
+            activation = model.spec.activation if layer_name.startswith("conv") else model.spec.fc_activation
+            expected_std = GAINS[activation] / math.sqrt(fan_in)
         else:
             bound = math.sqrt(6 / (fan_in + fan_out))
             expected_std = bound / math.sqrt(3)
