@@ -77,7 +77,7 @@ DIVERGES = {
 # Arms a study runs as the slow learner of its comparison: a smaller but real drop, and why.
 # The activation study asks whether ReLU trains faster than saturating units (the paper's Figure 1: ReLU
 # reached 25% CIFAR-10 error six times faster than tanh): sigmoid and tanh falling slower is its finding,
-# not a broken arm. They must still fall (measured at 32 steps: sigmoid 3.6%, tanh 2.6%; ReLU 21%).
+# not a broken arm. They must still fall (32 steps, with He fan_out convs: sigmoid 3.6%, tanh 2.6%; ReLU 21%).
 SLOW_LEARNERS: dict[tuple[str, str], tuple[float, str]] = {
     ("activation_sweep", "model.activation=sigmoid"): (0.02, "saturating unit, the study's slower arm"),
     ("activation_sweep", "model.activation=tanh"): (0.02, "saturating unit, the study's slower arm"),
