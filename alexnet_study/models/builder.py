@@ -47,7 +47,9 @@ class AlexNet(nn.Module):
         classifier, linears = self._classifier(spec, self.flat_features, first_fc=len(spec.layers) + 1)
         self.classifier = nn.Sequential(*classifier)
         bias_one = [convs[i - 1] for i in PAPER_BIAS_ONE_CONVS if i <= len(convs)] + linears[:-1]
-        init_weights(convs, linears, spec.init, bias_one=bias_one)
+        init_weights(
+            convs, linears, spec.init, bias_one=bias_one, activation=spec.activation, fc_activation=spec.fc_activation
+        )
 
     def _features(self, spec: ModelSpec) -> tuple[list[nn.Module], list[nn.Conv2d], int, int]:
         modules: list[nn.Module] = []

@@ -64,15 +64,36 @@ class DropConnectLinear(nn.Linear):
         return f"{super().extra_repr()}, p={self.p}"
 
 
+# The gain that keeps a layer's output variance through each activation (torch.nn.init.calculate_gain):
+# ReLU halves the second moment (sqrt(2)), leaky ReLU a little less, tanh's slope below 1 is made up by 5/3,
+# sigmoid 1. ELU and GELU are ReLU-like for the inputs that matter: they take ReLU's.
+GAINS: dict[str, float] = {
+    "relu": nn.init.calculate_gain("relu"),
+    "leaky_relu": nn.init.calculate_gain("leaky_relu", 0.01),
+    "elu": nn.init.calculate_gain("relu"),
+    "gelu": nn.init.calculate_gain("relu"),
+    "sigmoid": nn.init.calculate_gain("sigmoid"),
+    "tanh": nn.init.calculate_gain("tanh"),
+}
+
+
 def init_weights(
-    convs: Iterable[nn.Conv2d], linears: Iterable[nn.Linear], scheme: str, bias_one: Iterable[nn.Module] = ()
+    convs: Iterable[nn.Conv2d],
+    linears: Iterable[nn.Linear],
+    scheme: str,
+    bias_one: Iterable[nn.Module] = (),
+    activation: str = "relu",
+    fc_activation: str = "relu",
 ) -> None:
     """Initialise conv and linear weights in place (the last linear layer is the output layer).
 
     - ``default``: PyTorch's own (torchvision's AlexNet keeps it): U(+-1/sqrt(fan_in)) weights and biases.
-    - ``he``: N(0, 2/fan_out) (torchvision's choice for its VGGs and ResNets) for every layer a ReLU
-      follows; the output layer, which feeds the softmax and has fan_out = the class count, gets the
-      linear gain N(0, 1/fan_in) instead, or its logits would start with a std of ~10. Zero biases.
+    - ``he``: He et al.'s variance-preserving init, N(0, gain^2/fan_in) (their eq. 10), with the gain of the
+      activation that follows the layer (:data:`GAINS`: ``activation`` after the convs, ``fc_activation``
+      after the hidden FC layers; sqrt(2) for ReLU, 5/3 for tanh, 1 for sigmoid). fan_in, not torchvision's
+      fan_out: AlexNet's conv1 (3 -> 64 channels, 11x11) has 21x the fan_out of its fan_in, and fan_out
+      shrank its signal ~3x there and a 9216-wide flatten into a narrow FC layer grew ~4x. The output
+      layer, which feeds the softmax, gets the linear gain N(0, 1/fan_in). Zero biases.
     - ``xavier``: Glorot uniform, zero biases.
     - ``paper``: N(0, 0.01) weights, biases 1 for the layers in ``bias_one`` (the paper's conv2, conv4,
       conv5 and hidden FC layers) and 0 elsewhere.
@@ -87,19 +108,18 @@ def init_weights(
     output = linears[-1] if linears else None
     bias_one_ids = {id(m) for m in bias_one}
     for layer in [*convs, *linears]:
-        _init_weight(layer.weight, scheme, conv=isinstance(layer, nn.Conv2d), output=layer is output)
+        conv = isinstance(layer, nn.Conv2d)
+        gain = 1.0 if layer is output else GAINS[activation if conv else fc_activation]
+        _init_weight(layer.weight, scheme, conv=conv, gain=gain)
         if layer.bias is not None:
             paper_one = scheme == "paper" and id(layer) in bias_one_ids
             nn.init.constant_(layer.bias, 1.0 if paper_one else 0.0)
 
 
-def _init_weight(weight: torch.Tensor, scheme: str, conv: bool, output: bool) -> None:
+def _init_weight(weight: torch.Tensor, scheme: str, conv: bool, gain: float) -> None:
     fan_in = weight[0].numel()
     if scheme == "he":
-        if output:
-            nn.init.normal_(weight, mean=0.0, std=1.0 / math.sqrt(fan_in))
-        else:
-            nn.init.kaiming_normal_(weight, mode="fan_out", nonlinearity="relu")
+        nn.init.normal_(weight, mean=0.0, std=gain / math.sqrt(fan_in))
     elif scheme == "xavier":
         nn.init.xavier_uniform_(weight)
     elif scheme == "paper":

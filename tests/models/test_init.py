@@ -155,5 +155,20 @@ def test_he_init_keeps_the_output_layer_at_the_linear_gain(make_cfg, classes: in
     model = hydra.utils.instantiate(cfg.model)
     head = _weighted(model)["fc8"].weight
     assert head.std().item() == pytest.approx(1 / math.sqrt(head.shape[1]), rel=0.1)
-    hidden = _weighted(model)["fc7"].weight
-    assert hidden.std().item() == pytest.approx(math.sqrt(2 / hidden.shape[0]), rel=0.1)
+    # The hidden FC layers: N(0, 2/fan_in) (fc6 reads the 9216-wide flatten into 512).
+    hidden = _weighted(model)["fc6"].weight
+    assert hidden.std().item() == pytest.approx(math.sqrt(2 / hidden.shape[1]), rel=0.1)
+
+
+@pytest.mark.parametrize(("activation", "gain"), [("relu", math.sqrt(2)), ("tanh", 5 / 3), ("sigmoid", 1.0)])
+def test_he_init_takes_the_gain_of_each_layers_activation(make_cfg, activation: str, gain: float) -> None:
+    cfg = make_cfg(
+        "model=alexnet_bn", "model.input_size=67", "model.hidden=[512,512]", "data=synthetic",
+        f"model.activation={activation}", "model.fc_activation=relu",
+    )  # fmt: skip
+    torch.manual_seed(0)
+    layers = _weighted(hydra.utils.instantiate(cfg.model))
+    conv = layers["conv3"].weight  # convs: the convs' activation's gain
+    assert conv.std().item() == pytest.approx(gain / math.sqrt(conv[0].numel()), rel=0.05)
+    fc = layers["fc7"].weight  # FC layers: fc_activation's gain
+    assert fc.std().item() == pytest.approx(math.sqrt(2 / fc.shape[1]), rel=0.05)

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from alexnet_study.models import AlexNet
+from alexnet_study.models.layers import GAINS
 
 from .conftest import build_real, modules_of
 
@@ -47,8 +48,9 @@ def test_fan_based_inits_have_the_right_scale(preset, name: str, scheme: str) ->
         fan_in, fan_out = _fans(layer.weight)
         if scheme == "he" and layer_name == "fc8":  # the output layer: no ReLU after it, linear gain
             expected_std = math.sqrt(1 / fan_in)
-        elif scheme == "he":
-            expected_std = math.sqrt(2 / fan_out)
+        elif scheme == "he":  # fan_in, with the gain of the activation after the layer
+            activation = model.spec.activation if layer_name.startswith("conv") else model.spec.fc_activation
+            expected_std = GAINS[activation] / math.sqrt(fan_in)
         else:
             bound = math.sqrt(6 / (fan_in + fan_out))
             expected_std = bound / math.sqrt(3)
