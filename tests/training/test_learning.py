@@ -165,11 +165,28 @@ def test_every_study_has_arms() -> None:
     assert names == {p.stem for p in (REPO_ROOT / "conf" / "experiment").glob("[!_]*.yaml")}
 
 
+# Arms that do not learn yet with the recipe and init they have: a known fault of the study, kept visible.
+# Strict: an arm that starts learning fails the run until it is taken off this list.
+DOES_NOT_LEARN_YET = {
+    # He's init with leaky ReLU's gain at the recipe's lr: the first loss is 7.7 (logits far from ln 10), then NaN.
+    ("activation_sweep", "model.activation=leaky_relu"): "the loss starts at 7.7 and becomes NaN",
+    # tanh with its 5/3 gain: the loss rises (2.53 -> 2.56) at the recipe's lr.
+    ("activation_sweep", "model.activation=tanh"): "the loss rises at the recipe's lr",
+    # Three convs feeding two FC layers: the first loss is 9.2, then NaN.
+    ("depth_grid", "model.conv_depth=3,model.fc_depth=2"): "the loss starts at 9.2 and becomes NaN",
+}
+
+
 def _cases() -> list[Any]:
     cases = []
     for name, arm in experiment_arms():
-        reason = NEEDS_IMAGENET.get((name, ",".join(arm)))
-        cases.append(pytest.param(name, arm, marks=[pytest.mark.skip(reason=reason)] if reason else []))
+        key = (name, ",".join(arm))
+        marks = []
+        if key in NEEDS_IMAGENET:
+            marks = [pytest.mark.skip(reason=NEEDS_IMAGENET[key])]
+        elif key in DOES_NOT_LEARN_YET:
+            marks = [pytest.mark.xfail(strict=True, reason=DOES_NOT_LEARN_YET[key])]
+        cases.append(pytest.param(name, arm, marks=marks))
     return cases
 
 
