@@ -96,7 +96,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--pad-channels", action="store_true", help="also time 'package' with the input padded to 4 channels")
     add("--peak-tflops", type=float, default=None, help="peak for MFU (default: the detected GPU's dense bf16 peak)")
     add("--profile", type=Path, default=None, help="write torch.profiler tables of 'package' to this file")
-    add("--trainer", action="store_true", help="also time the package's own Lightning loop (training.run.run; needs Hydra)")
+    add(
+        "--trainer",
+        action="store_true",
+        help="also time the package's own Lightning loop (training.run.run; needs Hydra)",
+    )
     add(
         "--trainer-epochs",
         type=int,

@@ -10,6 +10,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from alexnet_study.config.presets import config_dir
+from alexnet_study.errors import check_int
 
 
 def uses_cuda(accelerator: str = "auto") -> bool:
@@ -36,7 +37,7 @@ def run_seed(cfg: DictConfig) -> int | None:
     """The seed a run trains with: ``seed + repeat`` (a sweep's ``repeats`` set ``repeat``), or None."""
     if cfg.get("seed") is None:
         return None
-    return int(cfg.seed) + int(cfg.get("repeat") or 0)
+    return check_int("seed", cfg.seed, 0) + check_int("repeat", cfg.get("repeat") or 0, 0)
 
 
 def register_resolvers() -> None:

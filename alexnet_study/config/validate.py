@@ -205,7 +205,7 @@ def _resolved(node: Any, key: str, depth: int = 0) -> Iterator[tuple[str, Any, A
         except (MissingMandatoryValue, InterpolationToMissingValueError):
             continue  # ??? is reported where it is used; a missing value makes no _target_
         except Exception as err:
-            raise ConfigError(f"{full}: cannot be resolved ({first_line(err)})") from None
+            raise _user_error_behind(err) or ConfigError(f"{full}: cannot be resolved ({first_line(err)})") from None
         yield full, child, value
         yield from _resolved(value, full, depth + 1)
 
@@ -349,9 +349,12 @@ def _data_value(node: DictConfig, key: str) -> Any:
     try:
         return node[key]
     except InterpolationResolutionError as err:
-        cause: BaseException | None = err
-        while cause is not None and not isinstance(cause, StudyError):  # OmegaConf wraps it, twice
-            cause = cause.__cause__ or cause.__context__
-        if cause is not None:
-            raise cause from None
-        raise ConfigError(f"data.{key}: cannot be resolved ({first_line(err)})") from err
+        raise _user_error_behind(err) or ConfigError(f"data.{key}: cannot be resolved ({first_line(err)})") from err
+
+
+def _user_error_behind(err: BaseException) -> StudyError | None:
+    """The :class:`StudyError` a resolver raised, which OmegaConf wraps (twice), or ``None``."""
+    cause: BaseException | None = err
+    while cause is not None and not isinstance(cause, StudyError):
+        cause = cause.__cause__ or cause.__context__
+    return cause

@@ -10,12 +10,13 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+# Loaded now: the function ``collect`` shares its module's name, and a module attribute set by the
+# import system would otherwise shadow a lazily loaded function.
+from alexnet_study.report.collect import Job, Sweep, collect
+
 _LAZY = {
     "SweepFailed": "alexnet_study.report.callback",
     "SweepReport": "alexnet_study.report.callback",
-    "Job": "alexnet_study.report.collect",
-    "Sweep": "alexnet_study.report.collect",
-    "collect": "alexnet_study.report.collect",
     "sweep_figures": "alexnet_study.report.figures",
     "Results": "alexnet_study.report.results",
     "analyse": "alexnet_study.report.results",
@@ -23,7 +24,7 @@ _LAZY = {
     "write_report": "alexnet_study.report.write",
 }
 
-__all__ = list(_LAZY)
+__all__ = ["Job", "Sweep", "collect", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

@@ -60,9 +60,10 @@ def job_dir(cfg: DictConfig, job_num: int | None) -> Path | None:
     try:
         if job_num is None:
             return Path(str(hydra.run.dir)).absolute()
-        with open_dict(hydra):
-            hydra.job.num = job_num
-            hydra.job.id = job_num
+        if hydra.job.get("num") != job_num:  # the command-line pre-check composes each job with its own already
+            with open_dict(hydra):
+                hydra.job.num = job_num
+                hydra.job.id = job_num
         return (Path(str(hydra.sweep.dir)) / str(hydra.sweep.subdir)).absolute()
     except Exception:  # an interpolation only Hydra's launcher can resolve: run() still guards the record
         return None

@@ -166,7 +166,7 @@ def _train_and_test(cfg: DictConfig, a: _Attempt) -> None:
         a.metrics["warnings"] = warnings
     # Under DDP every process runs this function; rank zero alone records the run.
     if launched_as_rank_zero():
-        a.provenance = Provenance(a.output_dir, cfg)
+        a.provenance = Provenance(a.output_dir, cfg, a.metrics["seed"])
     if a.metrics["seed"] is not None:
         L.seed_everything(a.metrics["seed"], workers=True)
     # The model first: a bad model config fails in milliseconds, before any data is read.

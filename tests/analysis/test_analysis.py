@@ -39,7 +39,7 @@ from alexnet_study.inspect import main as inspect_main
 from alexnet_study.models import build_alexnet
 from alexnet_study.report import write_report
 
-from ..conftest import REPO_ROOT, TINY
+from ..conftest import REPO_ROOT, TINY, allow_targets
 
 LAYERS = [
     {"out_channels": 8, "kernel_size": 3, "padding": 1, "pool": {"kernel_size": 2, "stride": 2}},
@@ -243,7 +243,9 @@ def test_inspect_redraws_the_views_and_explains_a_users_image(finished_run: Path
 
 
 @pytest.mark.slow
-def test_inspect_errors_are_one_line_with_status_2(finished_run: Path, tmp_path: Path, capsys) -> None:
+def test_inspect_errors_are_one_line_with_status_2(
+    finished_run: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not an image")
     assert inspect_main([str(finished_run), str(broken), "--no-views"]) == 2
@@ -251,7 +253,9 @@ def test_inspect_errors_are_one_line_with_status_2(finished_run: Path, tmp_path:
     assert line.startswith(f"error: {broken}: unreadable image (UnidentifiedImageError: ")
     assert line.endswith("give a file PIL reads (JPEG, PNG, ...)")
 
-    # A run whose model has no conv layers: its checkpoint's config names a plain linear model.
+    # A run whose model has no conv layers: its checkpoint's config names a plain linear model (the
+    # checkpoint's config passes the allowlist like any other, so this test widens it).
+    allow_targets(monkeypatch, "torch.nn.Flatten")
     no_convs = tmp_path / "linear_run"
     (no_convs / "checkpoints").mkdir(parents=True)
     checkpoint = torch.load(next((finished_run / "checkpoints").glob("best-*.ckpt")), weights_only=True)

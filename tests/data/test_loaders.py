@@ -153,12 +153,6 @@ def test_loader_drop_last_yields_only_full_batches() -> None:
     assert len(set(torch.cat(batches).tolist())) == 8
 
 
-@pytest.mark.parametrize("batch_size", [0, -1])
-def test_loader_rejects_batch_size_below_one(batch_size: int) -> None:
-    with pytest.raises(ConfigError, match="batch_size"):
-        DeviceBatchLoader(make_split(4), batch_size, EpochSampler(4, shuffle=False))
-
-
 def test_every_rank_runs_the_same_number_of_training_batches() -> None:
     split = make_split(11)
     lengths = {

@@ -23,7 +23,6 @@ from typing import Any
 import lightning as L
 import torch
 
-from alexnet_study.config.compose import run_seed
 from alexnet_study.errors import space_left
 
 log = logging.getLogger(__name__)
@@ -125,13 +124,13 @@ class Provenance:
     never passes for what produced them.
     """
 
-    def __init__(self, output_dir: Path, cfg: Any) -> None:
+    def __init__(self, output_dir: Path, cfg: Any, seed: int | None) -> None:
         self.path = output_dir / PROVENANCE_FILE
         previous = self._read()
         program = "python -m alexnet_study" if Path(sys.argv[0]).name == "__main__.py" else Path(sys.argv[0]).name
         self.fields: dict[str, Any] = {
             "command": [program, *sys.argv[1:]],
-            "seed": run_seed(cfg),
+            "seed": seed,
             "deterministic": cfg.get("trainer", {}).get("deterministic"),
             "git": git_state(Path.cwd()),
             "versions": versions(),
