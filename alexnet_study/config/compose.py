@@ -10,7 +10,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from alexnet_study.config.presets import config_dir
-from alexnet_study.errors import check_int
+from alexnet_study.errors import ConfigError, check_int
 
 
 def uses_cuda(accelerator: str = "auto") -> bool:
@@ -33,11 +33,20 @@ def count_classes(root: str, skip_bad_files: bool = False) -> int:
     return len(train_classes(root, skip_bad_files))
 
 
+MAX_SEED = 2**32 - 1  # what Lightning's seed_everything accepts
+
+
 def run_seed(cfg: DictConfig) -> int | None:
-    """The seed a run trains with: ``seed + repeat`` (a sweep's ``repeats`` set ``repeat``), or None."""
+    """The seed a run trains with: ``seed + repeat`` (a sweep's ``repeats`` set ``repeat``), or None.
+    The one place the seed is checked: ``validate_config`` calls this before anything is built."""
     if cfg.get("seed") is None:
         return None
-    return check_int("seed", cfg.seed, 0) + check_int("repeat", cfg.get("repeat") or 0, 0)
+    seed = check_int("seed", cfg.seed, 0) + check_int("repeat", cfg.get("repeat") or 0, 0)
+    if seed > MAX_SEED:
+        raise ConfigError(
+            f"seed={cfg.seed}: must be an integer in 0..{MAX_SEED} (with repeat={cfg.get('repeat') or 0})"
+        )
+    return seed
 
 
 def register_resolvers() -> None:

@@ -28,7 +28,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, InterpolationToMissingValueError, MissingMandatoryValue
 
 from alexnet_study.cluster.distributed import check_launch
-from alexnet_study.config.compose import config_dir
+from alexnet_study.config.compose import config_dir, run_seed
 from alexnet_study.data.folders import train_classes
 from alexnet_study.errors import ConfigError, StudyError, check_int, first_line
 
@@ -236,7 +236,6 @@ def check_targets(cfg: Any) -> None:
 # -- settings no component of this project owns: the seed, the config groups, Lightning's Trainer ------
 REQUIRED_GROUPS = ("data", "model", "optim", "sched", "loss", "trainer")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
-MAX_SEED = 2**32 - 1  # what Lightning's seed_everything accepts
 
 
 def check_groups(cfg: DictConfig) -> None:
@@ -250,8 +249,7 @@ def check_groups(cfg: DictConfig) -> None:
 def check_run_settings(cfg: DictConfig) -> None:
     """The seed, the epochs, and the Trainer settings Lightning would reject with a traceback (or
     later, mid-run)."""
-    if cfg.get("seed") is not None and check_int("seed", cfg.seed, 0) > MAX_SEED:
-        raise ConfigError(f"seed={cfg.seed}: must be an integer in 0..{MAX_SEED}")
+    run_seed(cfg)
     if cfg.get("epochs") is not None:  # trainer.max_epochs and the schedules follow it
         check_int("epochs", cfg.epochs, 1, "(a run limited by steps alone: trainer.max_epochs=-1 +trainer.max_steps=N)")
     _check_trainer(cfg.trainer)
