@@ -48,8 +48,9 @@ class AlexNet(nn.Module):
         self.classifier = nn.Sequential(*classifier)
         bias_one = [convs[i - 1] for i in PAPER_BIAS_ONE_CONVS if i <= len(convs)] + linears[:-1]
         init_weights(
-            convs, linears, spec.init, bias_one=bias_one, activation=spec.activation, fc_activation=spec.fc_activation
-        )
+            convs, linears, spec.init, bias_one=bias_one, activation=spec.activation,
+            fc_activation=spec.fc_activation, fc_input_dropout=fc_input_rates(spec),
+        )  # fmt: skip
 
     def _features(self, spec: ModelSpec) -> tuple[list[nn.Module], list[nn.Conv2d], int, int]:
         modules: list[nn.Module] = []
@@ -86,8 +87,7 @@ class AlexNet(nn.Module):
         modules: list[nn.Module] = []
         linears: list[nn.Linear] = []
         widths = [*spec.hidden, spec.num_classes]
-        # The rate that applies to the input of each linear layer (0 where none is configured).
-        input_rates = [*spec.dropout, 0.0] if spec.dropout_position == "input" else [0.0, *spec.dropout]
+        input_rates = fc_input_rates(spec)
 
         def add(name: str, module: nn.Module) -> None:
             self.layer_paths[name] = f"classifier.{len(modules)}"
@@ -115,6 +115,11 @@ class AlexNet(nn.Module):
         x = self.features(x)
         x = self.avgpool(x)
         return self.classifier(torch.flatten(x, 1))
+
+
+def fc_input_rates(spec: ModelSpec) -> list[float]:
+    """The dropout (or DropConnect) rate that applies to each linear layer's input, output layer last."""
+    return [*spec.dropout, 0.0] if spec.dropout_position == "input" else [0.0, *spec.dropout]
 
 
 def _next_size(spec: ModelSpec, layer: str, channels: int, size: int, kernel: int, stride: int, padding: int) -> int:

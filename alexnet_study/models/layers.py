@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -77,6 +77,14 @@ GAINS: dict[str, float] = {
 }
 
 
+# He's output layer, at half the linear gain. At gain 1 the logits started with std 3-10 (hidden ReLU units are
+# He-scaled, and max-pools and dropout raise their second moment further): first losses of 7-28 at CIFAR-10's
+# ln(10) = 2.3, and the next SGD step at the recipe's lr overshot to 38-114 or NaN. At 0.1 the loss started
+# at ln(classes), but the lr-1e-3 Caltech arms barely moved in 32 steps: the head's weights also scale the
+# gradient every lower layer gets. Measured with tests/training/test_learning.py's setup.
+OUTPUT_GAIN = 0.5
+
+
 def init_weights(
     convs: Iterable[nn.Conv2d],
     linears: Iterable[nn.Linear],
@@ -84,6 +92,7 @@ def init_weights(
     bias_one: Iterable[nn.Module] = (),
     activation: str = "relu",
     fc_activation: str = "relu",
+    fc_input_dropout: Sequence[float] = (),
 ) -> None:
     """Initialise conv and linear weights in place (the last linear layer is the output layer).
 
@@ -92,8 +101,11 @@ def init_weights(
       activation that follows the layer (:data:`GAINS`: ``activation`` after the convs, ``fc_activation``
       after the hidden FC layers; sqrt(2) for ReLU, 5/3 for tanh, 1 for sigmoid). fan_in, not torchvision's
       fan_out: AlexNet's conv1 (3 -> 64 channels, 11x11) has 21x the fan_out of its fan_in, and fan_out
-      shrank its signal ~3x there and a 9216-wide flatten into a narrow FC layer grew ~4x. The output
-      layer, which feeds the softmax, gets the linear gain N(0, 1/fan_in). Zero biases.
+      shrank its signal ~3x there and a 9216-wide flatten into a narrow FC layer grew ~4x. A linear layer
+      whose input is dropped with rate p (``fc_input_dropout``, one rate per linear layer; dropout before it
+      or DropConnect on it) sees 1/(1-p) times the second moment in training, so its gain is multiplied by
+      sqrt(1-p). The output layer, which feeds the softmax, gets OUTPUT_GAIN (0.5) instead of the linear
+      gain 1: the first loss nearer ln(classes). Zero biases.
     - ``xavier``: Glorot uniform, zero biases.
     - ``paper``: N(0, 0.01) weights, biases 1 for the layers in ``bias_one`` (the paper's conv2, conv4,
       conv5 and hidden FC layers) and 0 elsewhere.
@@ -107,9 +119,11 @@ def init_weights(
     linears = list(linears)
     output = linears[-1] if linears else None
     bias_one_ids = {id(m) for m in bias_one}
+    kept = {id(linear): 1.0 - rate for linear, rate in zip(linears, fc_input_dropout, strict=False)}
     for layer in [*convs, *linears]:
         conv = isinstance(layer, nn.Conv2d)
-        gain = 1.0 if layer is output else GAINS[activation if conv else fc_activation]
+        gain = OUTPUT_GAIN if layer is output else GAINS[activation if conv else fc_activation]
+        gain *= math.sqrt(kept.get(id(layer), 1.0))
         _init_weight(layer.weight, scheme, conv=conv, gain=gain)
         if layer.bias is not None:
             paper_one = scheme == "paper" and id(layer) in bias_one_ids

@@ -11,7 +11,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from alexnet_study.models.builder import AlexNet
-from alexnet_study.models.layers import LRN_CONSTANTS, truncated_normal_
+from alexnet_study.models.layers import LRN_CONSTANTS, OUTPUT_GAIN, truncated_normal_
 
 # Each preset at its own input size and at a small one it allows (the 227 presets down to 67, the smallest
 # input every depth and stride setting of the studies keeps a feature map at; the 32 presets down to 16).
@@ -142,8 +142,9 @@ def test_an_unknown_lrn_constants_name_is_refused_with_the_accepted_ones(make_cf
 
 
 @pytest.mark.parametrize("classes", [2, 17, 101])
-def test_he_init_keeps_the_output_layer_at_the_linear_gain(make_cfg, classes: int) -> None:
-    # N(0, 2/fan_out) on a head with fan_out = the class count would start the logits at a std of ~10.
+def test_he_init_starts_the_output_layer_at_a_tenth_of_the_linear_gain(make_cfg, classes: int) -> None:
+    # N(0, 2/fan_out) on a head with fan_out = the class count would start the logits at a std of ~10; the
+    # linear gain itself started them at 3-10 (see OUTPUT_GAIN).
     cfg = make_cfg(
         "model=alexnet_bn",
         "model.input_size=67",
@@ -153,11 +154,29 @@ def test_he_init_keeps_the_output_layer_at_the_linear_gain(make_cfg, classes: in
     )
     torch.manual_seed(0)
     model = hydra.utils.instantiate(cfg.model)
+    # alexnet_bn drops fc7's output at 0.5: the head's input has twice the second moment in training.
     head = _weighted(model)["fc8"].weight
-    assert head.std().item() == pytest.approx(1 / math.sqrt(head.shape[1]), rel=0.1)
-    # The hidden FC layers: N(0, 2/fan_in) (fc6 reads the 9216-wide flatten into 512).
+    assert head.std().item() == pytest.approx(OUTPUT_GAIN * math.sqrt(0.5 / head.shape[1]), rel=0.1)
+    # The hidden FC layers: N(0, 2/fan_in) (fc6 reads the 9216-wide flatten into 512; no dropout before it).
     hidden = _weighted(model)["fc6"].weight
     assert hidden.std().item() == pytest.approx(math.sqrt(2 / hidden.shape[1]), rel=0.1)
+
+
+@pytest.mark.parametrize("dropconnect", [False, True])
+def test_he_init_makes_up_for_the_dropout_on_each_fc_layers_input(make_cfg, dropconnect: bool) -> None:
+    # torchvision's layout drops each hidden FC layer's input (or, with DropConnect, its weights) at 0.3 here:
+    # the kept units are scaled by 1/0.7, so the layer's gain is multiplied by sqrt(0.7).
+    cfg = make_cfg(
+        "model.input_size=67", "model.hidden=[512,512]", "model.dropout=[0.3,0.3]", "data=synthetic",
+        f"model.dropconnect={str(dropconnect).lower()}",
+    )  # fmt: skip
+    torch.manual_seed(0)
+    layers = _weighted(hydra.utils.instantiate(cfg.model))
+    for name in ("fc6", "fc7"):
+        weight = layers[name].weight
+        assert weight.std().item() == pytest.approx(math.sqrt(2 * 0.7 / weight.shape[1]), rel=0.05)
+    head = layers["fc8"].weight
+    assert head.std().item() == pytest.approx(OUTPUT_GAIN / math.sqrt(head.shape[1]), rel=0.1)
 
 
 @pytest.mark.parametrize(("activation", "gain"), [("relu", math.sqrt(2)), ("tanh", 5 / 3), ("sigmoid", 1.0)])
@@ -170,5 +189,5 @@ def test_he_init_takes_the_gain_of_each_layers_activation(make_cfg, activation: 
     layers = _weighted(hydra.utils.instantiate(cfg.model))
     conv = layers["conv3"].weight  # convs: the convs' activation's gain
     assert conv.std().item() == pytest.approx(gain / math.sqrt(conv[0].numel()), rel=0.05)
-    fc = layers["fc7"].weight  # FC layers: fc_activation's gain
+    fc = layers["fc6"].weight  # FC layers: fc_activation's gain (fc6 has no dropout before it in alexnet_bn)
     assert fc.std().item() == pytest.approx(math.sqrt(2 / fc.shape[1]), rel=0.05)

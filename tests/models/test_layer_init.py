@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from alexnet_study.models import AlexNet
-from alexnet_study.models.layers import GAINS
+from alexnet_study.models.layers import GAINS, OUTPUT_GAIN
 
 from .conftest import build_real, modules_of
 
@@ -44,13 +44,17 @@ def test_fan_based_inits_have_the_right_scale(preset, name: str, scheme: str) ->
     model = build_real(preset(name), hidden=[256, 256], init=scheme)
     layers = _weighted_layers(model)
     assert len(layers) == 8
+    spec = model.spec
+    # The fraction of each FC layer's input that dropout keeps: before fc6/fc7 (torchvision) or after (paper).
+    dropped = [*spec.dropout, 0.0] if spec.dropout_position == "input" else [0.0, *spec.dropout]
+    kept = {f"fc{6 + i}": 1.0 - rate for i, rate in enumerate(dropped)}
     for layer_name, layer in layers.items():
         fan_in, fan_out = _fans(layer.weight)
-        if scheme == "he" and layer_name == "fc8":  # the output layer: no ReLU after it, linear gain
-            expected_std = math.sqrt(1 / fan_in)
+        if scheme == "he" and layer_name == "fc8":  # the output layer: no ReLU after it, a tenth of linear
+            expected_std = OUTPUT_GAIN * math.sqrt(kept["fc8"] / fan_in)
         elif scheme == "he":  # fan_in, with the gain of the activation after the layer
-            activation = model.spec.activation if layer_name.startswith("conv") else model.spec.fc_activation
-            expected_std = GAINS[activation] / math.sqrt(fan_in)
+            activation = spec.activation if layer_name.startswith("conv") else spec.fc_activation
+            expected_std = GAINS[activation] * math.sqrt(kept.get(layer_name, 1.0) / fan_in)
         else:
             bound = math.sqrt(6 / (fan_in + fan_out))
             expected_std = bound / math.sqrt(3)

@@ -70,7 +70,7 @@ def test_run_learns_the_synthetic_data(make_cfg, tmp_path: Path) -> None:
     cfg = make_cfg("trainer.max_epochs=4", "optim=adam", "sched=none", tiny=True)
     metrics = run(cfg)
     assert metrics["status"] == "ok"
-    assert metrics["best_val_acc"] > 0.4 and metrics["test_acc"] > 0.4  # chance is 0.1 (He init: 0.53 here)
+    assert metrics["best_val_acc"] > 0.5 and metrics["test_acc"] > 0.5  # chance is 0.1 (0.64 and 0.62 here)
     assert metrics["epochs_run"] == 4 and len(metrics["history"]) == 4
     on_disk = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert on_disk["test_acc"] == pytest.approx(metrics["test_acc"])
