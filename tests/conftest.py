@@ -55,10 +55,14 @@ SMOKE = [
 ]  # fmt: skip
 
 
+# Tiny tensors: thread start-up costs more than it saves, and CI has two cores, shared by the workers when
+# pytest-xdist runs the suite (-n 2): one thread each then. CPU results depend on the thread count.
+THREADS = max(1, min(2, os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+
+
 @pytest.fixture(autouse=True)
 def _few_threads() -> None:
-    # Tiny tensors: thread start-up costs more than it saves, and CI has two cores.
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    torch.set_num_threads(THREADS)
 
 
 @pytest.fixture

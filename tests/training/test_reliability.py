@@ -35,9 +35,8 @@ from alexnet_study.training.callbacks.provenance import git_state
 from alexnet_study.training.run import run
 
 from .. import conftest
-from ..conftest import REPO_ROOT, TINY, allow_targets
+from ..conftest import REPO_ROOT, THREADS, TINY, allow_targets
 
-THREADS = min(2, os.cpu_count() or 1)  # as conftest's _few_threads: CPU results depend on the thread count
 # Three epochs of 10 steps; last.ckpt every 4 steps as well as at each epoch end.
 RESUMABLE = [
     *TINY,
