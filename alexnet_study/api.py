@@ -25,8 +25,8 @@ from alexnet_study.config.compose import compose
 from alexnet_study.config.presets import preset as read_preset
 from alexnet_study.models.builder import AlexNet, count_parameters
 from alexnet_study.report import collect, write_report
-from alexnet_study.report.collect import METRICS_FILE, history
-from alexnet_study.training.records import finished_metrics
+from alexnet_study.report.collect import history
+from alexnet_study.training.records import METRICS_FILE, finished_metrics
 
 # -- models -----------------------------------------------------------------------------------
 

@@ -22,10 +22,10 @@ from alexnet_study.data.base import DeviceDataModule, Split
 from alexnet_study.data.files import decode_image
 from alexnet_study.data.transforms import DeviceTransform
 from alexnet_study.errors import CheckpointError, DataError, StudyError, first_line
+from alexnet_study.training.records import METRICS_FILE
 
 log = logging.getLogger(__name__)
 
-METRICS_FILE = "metrics.json"
 CONFUSION_FILE = "confusion_matrix.csv"
 
 

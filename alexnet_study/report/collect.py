@@ -14,8 +14,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from alexnet_study.report.resume import attempt_of, read_attempts
+from alexnet_study.training.records import METRICS_FILE
 
-METRICS_FILE = "metrics.json"
 # (column, metrics.json key) in report order.
 COLUMNS = (
     ("best_val_acc", "best_val_acc"),

@@ -18,9 +18,9 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from alexnet_study.training.callbacks.provenance import now, write_atomically
+from alexnet_study.training.records import METRICS_FILE
 
 ATTEMPTS_FILE = "attempts.json"
-METRICS_FILE = "metrics.json"
 # Overrides that do not change what a job computes: the number of repeats of the whole sweep.
 NEUTRAL = ("repeats=",)
 
