@@ -18,7 +18,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from alexnet_study.training.callbacks.provenance import now, write_atomically
-from alexnet_study.training.records import METRICS_FILE
+from alexnet_study.training.records import finished_metrics as finished_run
 
 ATTEMPTS_FILE = "attempts.json"
 # Overrides that do not change what a job computes: the number of repeats of the whole sweep.
@@ -41,7 +41,7 @@ def record_attempt(sweep_dir: Path) -> int:
     if sweep_dir.is_dir():
         for job_dir in sweep_dir.iterdir():
             overrides = job_dir / ".hydra" / "overrides.yaml"
-            if job_dir.name.isdigit() and overrides.is_file() and _status(job_dir) == "ok":
+            if job_dir.name.isdigit() and overrides.is_file() and finished_run(job_dir) is not None:
                 finished[job_dir.name] = [str(o) for o in OmegaConf.load(overrides)]
     number = len(attempts) + 1
     attempts.append({"attempt": number, "started_at": now(), "finished_jobs": finished})
@@ -58,11 +58,7 @@ def finished_metrics(sweep_dir: Path, job_num: int | str, overrides: Sequence[st
     recorded = attempts[-1].get("finished_jobs", {}).get(str(job_num))
     if recorded is None or _essential(recorded) != _essential(overrides):
         return None
-    try:
-        metrics = json.loads((sweep_dir / str(job_num) / METRICS_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return metrics if metrics.get("status") == "ok" else None
+    return finished_run(sweep_dir / str(job_num))
 
 
 def attempt_of(attempts: Sequence[dict[str, Any]], metrics: dict[str, Any]) -> int | None:
@@ -73,13 +69,6 @@ def attempt_of(attempts: Sequence[dict[str, Any]], metrics: dict[str, Any]) -> i
     # ISO 8601 UTC stamps of the same format (provenance.now) compare as text.
     earlier = [a["attempt"] for a in attempts if str(a.get("started_at", "")) <= started]
     return earlier[-1] if earlier else 1
-
-
-def _status(job_dir: Path) -> str | None:
-    try:
-        return json.loads((job_dir / METRICS_FILE).read_text()).get("status")
-    except (OSError, ValueError, AttributeError):
-        return None
 
 
 def _essential(overrides: Sequence[str]) -> list[str]:
