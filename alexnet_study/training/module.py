@@ -234,6 +234,7 @@ class ImageClassifier(L.LightningModule):
         keywords = getattr(self.scheduler_factory, "keywords", {})
         if keywords.get("total_steps", 0) is None:
             extra["total_steps"] = int(self.trainer.estimated_stepping_batches)
+        extra.update(one_cycle_warmup(keywords, extra.get("total_steps", keywords.get("total_steps"))))
         if len(optimizer.param_groups) > 1 and isinstance(keywords.get("max_lr"), int | float):
             # OneCycleLR would give every group the same peak: keep each group's scale.
             extra["max_lr"] = [keywords["max_lr"] * group.get("lr_scale", 1.0) for group in optimizer.param_groups]
@@ -242,3 +243,13 @@ class ImageClassifier(L.LightningModule):
         if self.scheduler_monitor:
             config["monitor"] = self.scheduler_monitor
         return {"optimizer": optimizer, "lr_scheduler": config}
+
+
+def one_cycle_warmup(keywords: Mapping[str, Any], total_steps: Any) -> dict[str, float]:
+    """A ``pct_start`` OneCycleLR can run with ``total_steps``: its warm-up ends at step
+    ``pct_start * total_steps - 1``, and where that is exactly 0 (pct_start 0.2 of 5 steps) it divides by
+    the warm-up's zero length. Two steps of warm-up then: from the initial lr at step 0 to the peak at step 1."""
+    pct_start = keywords.get("pct_start")
+    if isinstance(pct_start, int | float) and isinstance(total_steps, int) and pct_start * total_steps - 1 == 0:
+        return {"pct_start": 2 / total_steps}
+    return {}

@@ -114,6 +114,17 @@ def test_every_schedule_runs_and_moves_the_learning_rate(make_cfg, sched, overri
         assert trainer.lr_scheduler_configs[0].monitor == "val/loss"
 
 
+@pytest.mark.parametrize("steps", [4, 5, 6])
+def test_one_cycle_runs_however_few_steps_a_run_has(make_cfg, steps: int) -> None:
+    # pct_start 0.2 of 5 steps is a warm-up of zero length, which OneCycleLR divides by.
+    _, trainer, _ = _fit(
+        make_cfg, "sched=onecycle", "optim=sgd", "optim.lr=0.1", "trainer.max_epochs=1",
+        f"+trainer.limit_train_batches={steps}", "+trainer.limit_val_batches=1",
+    )  # fmt: skip
+    assert trainer.global_step == steps
+    assert trainer.lr_scheduler_configs[0].scheduler.total_steps == steps
+
+
 def test_fit_logs_the_documented_metrics(make_cfg) -> None:
     _, trainer, recorder = _fit(make_cfg, "sched=step")
     expected = {"train/loss_step", "train/loss_epoch", "train/acc", "val/loss", "val/acc", "val/acc_best", "lr"}
