@@ -31,7 +31,7 @@ class AnalysisViews(L.Callback):
 
     def __init__(self, output_dir: str | Path, **settings: Any) -> None:
         self.output_dir = Path(output_dir)
-        self.settings = ViewSettings(**settings)
+        self.settings = ViewSettings.of(settings)
         self._evaluation: Evaluation | None = None
         self._logits: torch.Tensor | None = None
         self._hook: torch.utils.hooks.RemovableHandle | None = None

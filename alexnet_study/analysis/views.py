@@ -7,8 +7,8 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,17 @@ class ViewSettings:
     def __post_init__(self) -> None:
         for key, value in asdict(self).items():
             check_int(f"analysis.{key}", value, 0 if key == "mistakes" else 1)
+
+    @classmethod
+    def of(cls, settings: Mapping[str, Any]) -> ViewSettings:
+        """The ``analysis=`` group's keys as settings; a key that is none of them is a :class:`ConfigError`."""
+        known = [f.name for f in fields(cls)]
+        for key, value in settings.items():
+            if key not in known:
+                raise ConfigError(
+                    f"analysis.{key}={value!r}: not a setting of the analysis views; accepted: {', '.join(known)}"
+                )
+        return cls(**settings)
 
 
 def sample(labels: torch.Tensor, count: int) -> torch.Tensor:

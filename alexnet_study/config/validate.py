@@ -16,6 +16,7 @@ Each raises :class:`ConfigError` with one line naming the key, the value and wha
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import sys
 import typing
@@ -181,8 +182,8 @@ def target_problem(target: Any) -> str | None:
     return f"not allowed; {hint}"
 
 
-def _resolved(node: Any, key: str, depth: int = 0) -> Iterator[tuple[str, Any, Any]]:
-    """(full key, child key, value) for every entry of ``node`` with its value resolved, and of every
+def _resolved(node: Any, key: str, depth: int = 0) -> Iterator[tuple[str, Any, Any, Any]]:
+    """(full key, child key, value, parent) for every entry of ``node`` with its value resolved, and of every
     container a value resolves to: ``${oc.decode:...}`` can make a plain dict holding a ``_target_``,
     which Hydra's instantiate turns into a config of its own (so it is resolved here as one)."""
     if depth > 32:
@@ -206,7 +207,7 @@ def _resolved(node: Any, key: str, depth: int = 0) -> Iterator[tuple[str, Any, A
             continue  # ??? is reported where it is used; a missing value makes no _target_
         except Exception as err:
             raise _user_error_behind(err) or ConfigError(f"{full}: cannot be resolved ({first_line(err)})") from None
-        yield full, child, value
+        yield full, child, value, node
         yield from _resolved(value, full, depth + 1)
 
 
@@ -217,9 +218,13 @@ def _loads_code(variable: str) -> bool:
 def check_targets(cfg: Any) -> None:
     """Refuse any ``_target_`` (and logging ``class``/``()``) not on the allowlist, anywhere in
     ``cfg`` resolved; and environment variables under ``hydra.job.env_set`` that load code."""
-    for key, child, value in _resolved(cfg, ""):
+    for key, child, value, parent in _resolved(cfg, ""):
         logging_config = key.startswith(("hydra.job_logging.", "hydra.hydra_logging."))
-        if child == "_target_" or (logging_config and child in LOGGING_CLASS_KEYS):
+        if child == "_target_":
+            problem = target_problem(value)
+            if problem is None:
+                _check_settings(key.removesuffix("._target_"), parent, value)
+        elif logging_config and child in LOGGING_CLASS_KEYS:
             problem = target_problem(value)
         elif logging_config and isinstance(value, str) and value.startswith("ext://") and value not in LOGGING_STREAMS:
             problem = f"accepted: {', '.join(LOGGING_STREAMS)} (logging imports the module an ext:// names)"
@@ -231,6 +236,37 @@ def check_targets(cfg: Any) -> None:
             continue
         if problem:
             raise ConfigError(f"{key}={value!r}: {problem}")
+
+
+# Keys Hydra's instantiate reads itself, not passed to the target.
+INSTANTIATE_KEYS = ("_target_", "_partial_", "_recursive_", "_convert_", "_args_")
+
+
+def _check_settings(key: str, node: Any, target: Any) -> None:
+    """Every key beside an allowed ``_target_`` is a parameter of it (unless it takes ``**kwargs``):
+    ``+analysis.foo=1`` would otherwise end in a TypeError traceback when, or after, the run starts."""
+    accepted = _parameters(_lookup(target) if isinstance(target, str) else target)
+    if accepted is None:
+        return
+    for name in node:
+        if name not in INSTANTIATE_KEYS and name not in accepted:
+            shown = f"{key}.{name}" if key else str(name)
+            raise ConfigError(f"{shown}={node[name]!r}: not a setting of {target}; accepted: {', '.join(accepted)}")
+
+
+def _parameters(obj: Any) -> list[str] | None:
+    """The keyword parameters ``obj`` accepts, following ``**kwargs`` up a class's bases (a DataModule
+    passes its own on to DeviceDataModule); ``None`` when ``**kwargs`` takes anything."""
+    names: list[str] = []
+    for init in [c.__init__ for c in obj.__mro__ if "__init__" in vars(c)] if inspect.isclass(obj) else [obj]:
+        try:
+            parameters = inspect.signature(init).parameters.values()
+        except (TypeError, ValueError):
+            return None
+        names += [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+            return [n for n in dict.fromkeys(names) if n != "self"]
+    return None
 
 
 # -- settings no component of this project owns: the seed, the config groups, Lightning's Trainer ------

@@ -27,7 +27,7 @@ from alexnet_study.cluster.requeue import SubmititRequeue, slurm_environment
 from alexnet_study.config.compose import run_seed, uses_cuda
 from alexnet_study.config.validate import validate_config
 from alexnet_study.data.base import DeviceDataModule
-from alexnet_study.errors import DivergenceError, StudyError, WriteError, first_line, no_space, space_left
+from alexnet_study.errors import ConfigError, DivergenceError, StudyError, WriteError, first_line, no_space, space_left
 from alexnet_study.models.builder import count_parameters
 from alexnet_study.training.callbacks.checkpointing import AtomicCheckpointIO, ResumeState, resume_checkpoint
 from alexnet_study.training.callbacks.provenance import Provenance, RecordDataset, device_name, now, write_atomically
@@ -52,6 +52,20 @@ def instantiate(config: Any, *args: Any, **kwargs: Any) -> Any:
         raise
 
 
+def build_views(cfg: DictConfig) -> list[L.Callback]:
+    """The analysis= group's views of what the network learned; ``analysis=none`` has none, and takes no keys."""
+    analysis = cfg.get("analysis")
+    if not analysis:
+        return []
+    if "_target_" not in analysis:
+        name = next(iter(analysis))
+        raise ConfigError(
+            f"analysis.{name}={analysis[name]!r}: analysis=none draws no views and takes no settings; "
+            "accepted: analysis=default and its keys (conf/analysis/default.yaml)"
+        )
+    return [instantiate(analysis)]
+
+
 def build_module(cfg: DictConfig) -> ImageClassifier:
     """The LightningModule for a config: network, loss, optimizer and schedule from their groups."""
     net = instantiate(cfg.model)
@@ -74,13 +88,26 @@ def build_module(cfg: DictConfig) -> ImageClassifier:
     )
 
 
+def instantiate_entries(cfg: DictConfig, group: str) -> list[Any]:
+    """Every non-null entry of a group of named objects (``callbacks``, ``logger``); each needs a ``_target_``:
+    ``+callbacks.early_stoping.patience=3`` (a misspelt name) makes an entry without one."""
+    entries = cfg.get(group) or {}
+    for name, entry in entries.items():
+        if entry is not None and (not isinstance(entry, DictConfig) or "_target_" not in entry):
+            presets = sorted(k for k, v in entries.items() if isinstance(v, DictConfig) and "_target_" in v)
+            raise ConfigError(
+                f"{group}.{name}={entry!r}: no _target_: not one of this run's {group}; accepted: {', '.join(presets)}"
+            )
+    return [instantiate(entry) for entry in entries.values() if entry is not None]
+
+
 def build_trainer(cfg: DictConfig, extra_callbacks: list[L.Callback] = ()) -> L.Trainer:
     """The Trainer: config callbacks and loggers, plus what every run needs to resume exactly
     (:class:`ResumeState`) and to write checkpoints atomically (:class:`AtomicCheckpointIO`); on
     SLURM, Lightning's auto-requeue off and submitit's requeue signal handled (``requeue.py``); with
     ``hydra/launcher=parallel`` and several GPUs, a GPU of its own for each job."""
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+    callbacks = instantiate_entries(cfg, "callbacks")
+    loggers = instantiate_entries(cfg, "logger")
     extra: dict[str, Any] = {}
     on_gpu = uses_cuda(cfg.trainer.get("accelerator", "auto"))
     if cfg.trainer.get("deterministic") is True and on_gpu:
@@ -176,7 +203,7 @@ def _train_and_test(cfg: DictConfig, a: _Attempt) -> None:
     log.info("model %s: %s parameters, %s trainable", cfg.model.get("name", "?"), f"{total:,}", f"{trainable:,}")
     a.datamodule = instantiate(cfg.data)
     # The analysis= group: views of what the network learned, drawn after testing (conf/analysis/).
-    views = [instantiate(cfg.analysis)] if cfg.get("analysis") else []
+    views = build_views(cfg)
     recorders = [a.recorder, *([RecordDataset(a.provenance)] if a.provenance else []), *views]
     a.trainer = trainer = build_trainer(cfg, recorders)
     a.metrics.update(device=_device_name(trainer), precision=str(trainer.precision))

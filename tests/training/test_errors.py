@@ -47,6 +47,25 @@ BAD_VALUES = [
     (["sched=step", "sched.scheduler.gamma=-1"], "sched.scheduler.gamma=-1: must be a finite number > 0"),
     (["data.noise=-1"], "data.noise=-1: must be a finite number >= 0 (the pixel noise's standard deviation)"),
     (["model.dropconnect=maybe"], "model.dropconnect='maybe': accepted: true, false"),
+    # A key the target does not take, in a group (optimizer, a DataModule's base class, the analysis views) or
+    # where the group takes none (analysis=none), or a misspelt callback that makes an entry without a target.
+    (["+optim.foo=2"], "optim.foo=2: not a setting of torch.optim.SGD; accepted: params, lr, momentum,"),
+    (
+        ["+data.colour=3"],
+        "data.colour=3: not a setting of alexnet_study.data.SyntheticDataModule; accepted: train_size",
+    ),
+    (
+        ["analysis=default", "+analysis.foo=1"],
+        "analysis.foo=1: not a setting of the analysis views; accepted: cam_images,",
+    ),
+    (
+        ["+analysis.foo=1"],
+        "analysis.foo=1: analysis=none draws no views and takes no settings; accepted: analysis=default",
+    ),
+    (
+        ["+callbacks.early_stoping.patience=3"],
+        "callbacks.early_stoping={'patience': 3}: no _target_: not one of this run's",
+    ),
 ]
 
 
