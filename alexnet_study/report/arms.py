@@ -92,10 +92,11 @@ def design(sweep: Sweep) -> Design:
 
 
 def _same(value: str | None, declared: str) -> bool:
-    """Whether an override's value is the declared one (``1.0e-2`` is ``0.01``)."""
+    """Whether an override's value is the declared one (``1.0e-2`` is ``0.01``; Hydra writes a swept
+    ``false`` as ``False``, and reads true/false in any case)."""
     if value is None:
         return False
-    if value == declared:
+    if value == declared or (value.lower() in ("true", "false") and value.lower() == str(declared).lower()):
         return True
     try:
         return float(value) == float(declared)

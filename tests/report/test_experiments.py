@@ -202,6 +202,7 @@ def test_every_experiment_runs_as_a_smoke_multirun_with_a_report(monkeypatch, tm
         assert arms[0]["verdict"] == "baseline" and all(a["p_holm"] for a in arms[1:])
     report = (sweep / "report.md").read_text()
     assert "| job |" in report and "**Question:**" in report and "**Baseline:**" in report
+    assert "is not an arm of this sweep" not in report  # the declared baseline is found (model.batchnorm=False)
     assert ("**Verdicts**" if repeats > 1 else "**No verdict is possible:**") in report
     assert report.count("data:image/png;base64,") == 0
     assert (sweep / "report.html").read_text().count("data:image/png;base64,") >= 2
