@@ -1,6 +1,14 @@
 """DataModules that decode once and hand out uint8 batches; transforms run on the device."""
 
-from alexnet_study.data.base import Dataset, DeviceBatchLoader, DeviceDataModule, EpochSampler, Split, stratified_split
+from alexnet_study.data.base import (
+    Dataset,
+    DeviceBatchLoader,
+    DeviceDataModule,
+    EpochSampler,
+    Split,
+    interleaved_order,
+    stratified_split,
+)
 from alexnet_study.data.caltech import Caltech101DataModule
 from alexnet_study.data.cifar import CIFARDataModule
 from alexnet_study.data.files import FileList, ImageFilesDataModule
@@ -25,5 +33,6 @@ __all__ = [
     "ImageFolderDataModule",
     "Split",
     "SyntheticDataModule",
+    "interleaved_order",
     "stratified_split",
 ]

@@ -77,21 +77,54 @@ def stratified_split(
     return torch.cat(kept).sort().values, torch.cat(held).sort().values
 
 
+# Evaluation orders are drawn from a fixed seed, not the run's: every arm and repeat of a study that
+# evaluates part of a split (trainer.limit_val_batches / limit_test_batches) sees the same images.
+EVAL_ORDER_SEED = 0
+
+
+def interleaved_order(labels: torch.Tensor, seed: int = EVAL_ORDER_SEED) -> torch.Tensor:
+    """A permutation in which every prefix holds each class in proportion to its size.
+
+    Loaders return splits sorted by class folder; evaluating the first batches of such a split (Lightning's
+    ``limit_*_batches``) would test a few classes only. Each sample's key is (its seeded random rank within
+    its class + 0.5) / the class's size: sorting by it spreads every class evenly along the order, so a
+    prefix up to any key holds round(key * size) of each class.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    keys = torch.empty(len(labels), dtype=torch.float64)
+    for cls in torch.unique(labels).tolist():
+        members = torch.nonzero(labels == cls).flatten()
+        rank = torch.randperm(len(members), generator=generator).double()
+        keys[members] = (rank + 0.5) / len(members)
+    return keys.argsort(stable=True)
+
+
 class EpochSampler:
     """The index order of one epoch, for this rank. Lightning calls :meth:`set_epoch` each epoch.
 
     Shuffled orders are seeded by ``seed + epoch`` (reproducible, and the same on every rank,
-    which then takes every ``world_size``-th index starting at its ``rank``). With ``even``
+    which then takes every ``world_size``-th index starting at its ``rank``). Unshuffled ones follow
+    ``order`` when given (evaluation: :func:`interleaved_order`), else the split's own. With ``even``
     the order is first cut to a multiple of ``world_size``, so every rank gets as many samples
     (and runs as many training steps) as the others. Without it (evaluation) every index is used
     exactly once, with no padding: metrics reduced over the processes count each sample once.
     """
 
     def __init__(
-        self, size: int, shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1, even: bool = False
+        self,
+        size: int,
+        shuffle: bool,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        even: bool = False,
+        order: torch.Tensor | None = None,
     ) -> None:
         self.size, self.shuffle, self.seed = size, shuffle, seed
         self.rank, self.world_size, self.even = rank, world_size, even
+        if order is not None and (shuffle or order.shape != (size,)):
+            raise ValueError(f"a fixed order of {size} indices is for unshuffled samplers, got {tuple(order.shape)}")
+        self.order = order
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -107,7 +140,7 @@ class EpochSampler:
         if self.shuffle:
             order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch))
         else:
-            order = torch.arange(self.size)
+            order = self.order if self.order is not None else torch.arange(self.size)
         return order[: self._used()][self.rank :: self.world_size]
 
 
@@ -321,7 +354,12 @@ class DeviceDataModule(L.LightningDataModule):
             self._on_device[key] = (source, source.to(device))
         split = self._on_device[key][1]
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
-        sampler = EpochSampler(len(split), shuffle=shuffle, seed=self.seed, rank=rank, world_size=world, even=drop_last)
+        # Evaluation follows a class-interleaved order: a partial evaluation (limit_*_batches) is then a
+        # stratified sample of the split, not its first classes.
+        order = None if shuffle else interleaved_order(source.labels)
+        sampler = EpochSampler(
+            len(split), shuffle=shuffle, seed=self.seed, rank=rank, world_size=world, even=drop_last, order=order
+        )
         if drop_last and len(sampler) < batch_size:
             raise ConfigError(
                 f"data.batch_size={batch_size}: larger than the {name} split on this device ({len(sampler)} images)"

@@ -139,7 +139,6 @@ class ImageClassifier(L.LightningModule):
             metric.persistent(True)
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_top5 = MulticlassAccuracy(num_classes, top_k=5, average="micro") if num_classes >= 5 else None
-        self.test_per_class = MulticlassAccuracy(num_classes, average=None)
         self.test_confusion = MulticlassConfusionMatrix(num_classes)
         self.test_loss = MeanMetric()
         self.test_report: dict[str, Any] = {}
@@ -208,7 +207,6 @@ class ImageClassifier(L.LightningModule):
         loss, logits, target = self.compute_loss(batch)
         self.test_loss.update(loss, weight=target.shape[0])
         self.test_acc.update(logits, target)
-        self.test_per_class.update(logits, target)
         self.test_confusion.update(logits, target)
         self.log("test/loss", self.test_loss, on_step=False, on_epoch=True)
         self.log("test/acc", self.test_acc, on_step=False, on_epoch=True)
@@ -217,11 +215,8 @@ class ImageClassifier(L.LightningModule):
             self.log("test/acc_top5", self.test_top5, on_step=False, on_epoch=True)
 
     def on_test_epoch_end(self) -> None:
-        self.test_report = {
-            "per_class_acc": self.test_per_class.compute().tolist(),
-            "confusion_matrix": self.test_confusion.compute().tolist(),
-        }
-        self.test_per_class.reset()
+        confusion = self.test_confusion.compute()
+        self.test_report = {"per_class_acc": per_class_accuracy(confusion), "confusion_matrix": confusion.tolist()}
         self.test_confusion.reset()
 
     # -- optimization ------------------------------------------------------------------------
@@ -253,3 +248,11 @@ def one_cycle_warmup(keywords: Mapping[str, Any], total_steps: Any) -> dict[str,
     if isinstance(pct_start, int | float) and isinstance(total_steps, int) and pct_start * total_steps - 1 == 0:
         return {"pct_start": 2 / total_steps}
     return {}
+
+
+def per_class_accuracy(confusion: torch.Tensor) -> list[float | None]:
+    """Each class's test accuracy from a (true x predicted) confusion matrix; ``None`` for a class with
+    no test images (torchmetrics would report 0.0, indistinguishable from a class never recognised)."""
+    support = confusion.sum(dim=1)
+    correct = confusion.diagonal()
+    return [int(c) / int(n) if n else None for c, n in zip(correct.tolist(), support.tolist(), strict=True)]

@@ -11,10 +11,11 @@ from alexnet_study.data import (
     Augment,
     Dataset,
     DeviceTransform,
+    Split,
 )
 from alexnet_study.errors import ConfigError, DataError
 
-from .conftest import FixedDataModule, make_split, sorted_rows, stub_trainer, synthetic
+from .conftest import FixedDataModule, make_split, random_images, sorted_rows, stub_trainer, synthetic
 
 # DeviceDataModule (through SyntheticDataModule and a fixed dataset)
 # ---------------------------------------------------------------------------------------------
@@ -105,6 +106,19 @@ def test_dataloaders_cover_their_splits() -> None:
     images, labels = next(iter(train))
     assert images.shape == (8, 3, 16, 16) and images.dtype == torch.uint8 and labels.dtype == torch.int64
     assert sum(len(labels) for _, labels in val) == 10
+
+
+def test_a_partial_evaluation_of_class_sorted_splits_samples_every_class() -> None:
+    # Loaders return splits class by class; limit_val_batches / limit_test_batches take the first batches.
+    sorted_split = Split(random_images(200, 4), torch.arange(10).repeat_interleave(20))
+    dataset = Dataset(train=make_split(20), val=sorted_split, test=sorted_split, classes=[str(i) for i in range(10)])
+    dm = FixedDataModule(dataset, num_classes=10, batch_size=2, eval_batch_size=20)
+    dm.trainer = stub_trainer()
+    dm.setup()
+    for loader in (dm.val_dataloader(), dm.test_dataloader()):
+        _, first = next(iter(loader))
+        assert Counter(first.tolist()) == dict.fromkeys(range(10), 2)
+        assert sorted(i for _, labels in loader for i in labels.tolist()) == sorted(sorted_split.labels.tolist())
 
 
 def test_datamodule_loaders_split_the_data_between_ranks() -> None:

@@ -11,6 +11,7 @@ from alexnet_study.data import (
     DeviceBatchLoader,
     EpochSampler,
     Split,
+    interleaved_order,
     stratified_split,
 )
 from alexnet_study.errors import ConfigError
@@ -71,6 +72,37 @@ def test_split_validates_and_converts() -> None:
         Split(torch.zeros(3, 2, 2, dtype=torch.uint8), torch.arange(3))
     with pytest.raises(ValueError):
         Split(torch.zeros(3, 3, 2, 2, dtype=torch.uint8), torch.arange(4))
+
+
+# interleaved_order
+# ---------------------------------------------------------------------------------------------
+
+
+def test_interleaved_order_keeps_every_class_in_proportion_in_every_prefix(unbalanced_labels: torch.Tensor) -> None:
+    labels = unbalanced_labels.sort().values  # as a loader returns them: class by class
+    order = interleaved_order(labels)
+    assert sorted(order.tolist()) == list(range(len(labels)))
+    total = len(labels)
+    for end in range(1, total + 1):
+        counts = Counter(labels[order[:end]].tolist())
+        for cls, size in CLASS_SIZES.items():
+            assert abs(counts[cls] - size * end / total) < 1, (end, cls, counts)
+
+
+def test_interleaved_order_is_fixed_for_a_seed_and_changes_with_it() -> None:
+    labels = torch.arange(5).repeat_interleave(20)
+    assert torch.equal(interleaved_order(labels), interleaved_order(labels))
+    assert not torch.equal(interleaved_order(labels, seed=1), interleaved_order(labels, seed=2))
+
+
+def test_a_fixed_order_is_for_unshuffled_samplers_of_its_size() -> None:
+    order = torch.tensor([2, 0, 1])
+    sampler = EpochSampler(3, shuffle=False, order=order)
+    assert torch.equal(sampler.indices(), order)
+    with pytest.raises(ValueError, match="unshuffled"):
+        EpochSampler(3, shuffle=True, order=order)
+    with pytest.raises(ValueError, match="unshuffled"):
+        EpochSampler(4, shuffle=False, order=order)
 
 
 def test_unshuffled_sampler_is_arange_every_epoch() -> None:

@@ -12,7 +12,7 @@ from torch.nn import functional as F
 
 from alexnet_study.training.callbacks.recorder import EpochRecorder
 from alexnet_study.training.losses import OneHotBCEWithLogitsLoss
-from alexnet_study.training.module import ImageClassifier
+from alexnet_study.training.module import ImageClassifier, per_class_accuracy
 from alexnet_study.training.run import build_module, build_trainer
 
 OPTIMIZERS = {
@@ -155,6 +155,11 @@ def test_test_metrics_top5_per_class_and_confusion(make_cfg, num_classes: int, h
     assert confusion.sum().item() == cfg.data.test_size
     accuracy = confusion.diag().sum().item() / confusion.sum().item()
     assert trainer.callback_metrics["test/acc"].item() == pytest.approx(accuracy)
+
+
+def test_per_class_accuracy_is_none_for_a_class_without_test_images() -> None:
+    confusion = torch.tensor([[3, 1, 0], [0, 0, 0], [2, 0, 2]])
+    assert per_class_accuracy(confusion) == [0.75, None, 0.5]
 
 
 def test_schedule_partial_without_total_steps_is_left_alone(make_cfg) -> None:
