@@ -48,7 +48,8 @@ def known_peak(device_name: str) -> tuple[str, float] | None:
 
 
 def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """The package's ``auto_precision``: bf16 autocast on CUDA GPUs that have it, else fp32."""
+    """bf16 autocast on CUDA GPUs that have it (as the package's ``auto_precision``), else fp32: the benchmark
+    compares the input pipelines on the CPU in fp32."""
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return None

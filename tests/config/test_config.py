@@ -14,7 +14,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from alexnet_study.config.compose import auto_precision
+from alexnet_study.config import compose
+from alexnet_study.config.compose import auto_precision, cpu_has_bf16
 from alexnet_study.config.presets import config_dir
 from alexnet_study.models import AlexNet
 from alexnet_study.training.run import build_module
@@ -85,10 +86,28 @@ def test_trainer_presets(make_cfg) -> None:
     assert make_cfg("trainer=gpu").trainer.precision == "bf16-mixed"
     smoke = make_cfg("trainer=smoke").trainer
     assert smoke.max_epochs == 1 and smoke.limit_train_batches == 2
-    # Without a GPU the default trains in fp32; with one it would pick bf16-mixed.
+    # The default follows the machine: bf16-mixed on a GPU, and on a CPU with bf16 instructions.
     expected = auto_precision("auto")
     assert make_cfg().trainer.precision == expected
-    assert auto_precision("cpu") == "32-true"
+
+
+@pytest.mark.parametrize(("has_bf16", "expected"), [(True, "bf16-mixed"), (False, "32-true")])
+def test_the_cpu_trains_in_bf16_only_where_it_has_bf16_instructions(
+    monkeypatch: pytest.MonkeyPatch, has_bf16: bool, expected: str
+) -> None:
+    monkeypatch.setattr(compose, "cpu_has_bf16", lambda: has_bf16)
+    monkeypatch.setattr(compose, "uses_cuda", lambda accelerator="auto": False)
+    assert auto_precision("auto") == auto_precision("cpu") == expected
+    assert auto_precision("mps") == "32-true"
+
+
+def test_cpu_bf16_instructions_are_read_from_the_cpu_flags(tmp_path: Path) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 avx512vl\n")
+    assert cpu_has_bf16(cpuinfo)
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16x avx512vl\n")
+    assert not cpu_has_bf16(cpuinfo)
+    assert not cpu_has_bf16(tmp_path / "absent")
 
 
 def test_outputs_live_under_the_run_dir(make_cfg, tmp_path: Path) -> None:
