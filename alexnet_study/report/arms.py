@@ -80,7 +80,7 @@ def design(sweep: Sweep) -> Design:
         note = "the first arm: the sweep declares no report.baseline"
     else:
         wanted = [str(o).partition("=") for o in (declared if isinstance(declared, list) else [declared])]
-        found = [arm for arm in ordered if all(_same(arm.overrides.get(k.lstrip("+")), v) for k, _, v in wanted)]
+        found = [arm for arm in ordered if all(_same(_value(arm, k.lstrip("+")), v) for k, _, v in wanted)]
         if found:
             ordered.remove(found[0])
             ordered.insert(0, found[0])
@@ -89,6 +89,15 @@ def design(sweep: Sweep) -> Design:
     if ordered:
         ordered[0].baseline = True
     return Design(ordered, _declared(sweep, "report.question"), note)
+
+
+def _value(arm: Arm, key: str) -> str | None:
+    """What the arm sets ``key`` to: its varying override, else its first job's config (a setting every
+    job shares, such as ``model.batchnorm=false`` given once on the command line)."""
+    if key in arm.overrides:
+        return arm.overrides[key]
+    setting = arm.jobs[0].setting(key) if arm.jobs else None
+    return None if setting is None else str(setting)
 
 
 def _same(value: str | None, declared: str) -> bool:
@@ -159,6 +168,8 @@ def _label(job: Job, overrides: dict[str, str], settings: dict[str, str], sweep:
             continue
         names = [NAMES.get(path, path) for path in _variant_keys(key, value) or [key]]
         parts += [f"{name} {settings[name]}" for name in names if name in settings]
+    if not overrides:  # nothing varies: the sweep is one arm (repeats of one recipe)
+        return "all runs"
     return ", ".join(parts) or f"job {job.name}"
 
 

@@ -142,6 +142,18 @@ def test_a_sweep_written_before_baselines_names_the_first_arm_and_asks_for_repea
     assert all(arm["test_acc_ci_low"] == "" for arm in arms)
 
 
+def test_repeats_of_one_recipe_are_one_arm_named_all_runs_and_meet_their_declared_baseline(tmp_path: Path) -> None:
+    # A setting given once on the command line is in every job's config, not a varying override.
+    for seed, acc in enumerate(BASELINE):
+        make_job(tmp_path, seed, ["model.batchnorm=false", f"seed={seed}"], test_acc=acc, seed=seed)
+        config = "task_name: bn\nmodel:\n  batchnorm: false\nreport:\n  baseline: model.batchnorm=false\n"
+        (tmp_path / str(seed) / ".hydra" / "config.yaml").write_text(config)
+    write_report(tmp_path)
+    report = (tmp_path / "report.md").read_text()
+    assert "**Baseline:** all runs. One arm: nothing to compare." in report
+    assert [arm["arm"] for arm in csv.DictReader((tmp_path / "report.csv").open())] == ["all runs"]
+
+
 def test_the_html_page_inlines_every_figure_and_fetches_nothing(declared_study: Path) -> None:
     page = (declared_study / "report.html").read_text()
     sources = re.findall(r'<img [^>]*src="([^"]+)"', page)
