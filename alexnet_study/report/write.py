@@ -198,6 +198,11 @@ def recipe(results: Results) -> str:
     )
 
 
+def _count(n: int, noun: str) -> str:
+    """``1 arm``, ``3 arms``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def summary(results: Results) -> str:
     """The paragraph at the top: the question, the recipe, the runs and the verdicts in words."""
     question = results.design.question or "not declared (an experiment states it as report.question)"
@@ -206,7 +211,7 @@ def summary(results: Results) -> str:
     seeds = sorted({job.metrics.get("seed") for job in jobs if isinstance(job.metrics.get("seed"), int)})
     text = [f"**Question:** {question} **Recipe:** {recipe(results)}."]
     text.append(
-        f"**Runs:** {len(results.arms)} arms, {len(jobs)} jobs ({len(failures(results.sweep))} not ok)"
+        f"**Runs:** {_count(len(results.arms), 'arm')}, {_count(len(jobs), 'job')} ({len(failures(results.sweep))} not ok)"
         + (f", seeds {', '.join(map(str, seeds))}" if seeds else "") + "."
     )  # fmt: skip
     if baseline is not None:

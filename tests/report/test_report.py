@@ -150,6 +150,7 @@ def test_repeats_of_one_recipe_are_one_arm_named_all_runs_and_meet_their_declare
         (tmp_path / str(seed) / ".hydra" / "config.yaml").write_text(config)
     write_report(tmp_path)
     report = (tmp_path / "report.md").read_text()
+    assert "**Runs:** 1 arm, 3 jobs (0 not ok), seeds 0, 1, 2." in report
     assert "**Baseline:** all runs. One arm: nothing to compare." in report
     assert [arm["arm"] for arm in csv.DictReader((tmp_path / "report.csv").open())] == ["all runs"]
 
