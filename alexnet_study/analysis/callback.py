@@ -25,8 +25,8 @@ class AnalysisViews(L.Callback):
 
     The mistakes come from the test loop itself: the logits of each test batch are kept on the
     device as they pass (a running top-k, no host sync), so no second pass over the test set is
-    needed. Under DDP rank zero draws the views, from its share of the test images; the confusion
-    matrix is always the whole test set's. Drawing never fails a run: an error is logged.
+    needed. Under DDP each process keeps its own share's, and rank zero draws the views from all of
+    them (:func:`gathered`). Drawing never fails a run: an error is logged.
     """
 
     def __init__(self, output_dir: str | Path, **settings: Any) -> None:
@@ -37,7 +37,7 @@ class AnalysisViews(L.Callback):
         self._hook: torch.utils.hooks.RemovableHandle | None = None
 
     def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.is_global_zero or not isinstance(trainer.datamodule, DeviceDataModule):
+        if not isinstance(trainer.datamodule, DeviceDataModule):
             return
         self._evaluation = Evaluation(trainer.datamodule.num_classes, keep=self.settings.mistakes)
         self._hook = pl_module.register_forward_hook(self._keep_logits)
@@ -61,6 +61,9 @@ class AnalysisViews(L.Callback):
         evaluation, self._evaluation = self._evaluation, None
         if evaluation is None:
             return
+        evaluation = gathered(evaluation)
+        if not trainer.is_global_zero:
+            return
         started = time.perf_counter()
         try:
             report = getattr(pl_module, "test_report", {}) or {}
@@ -76,4 +79,21 @@ class AnalysisViews(L.Callback):
             log.exception("analysis views failed (the run's metrics and checkpoints are unaffected)")
             return
         timing = ", ".join(f"{name} {s:.1f} s" for name, s in seconds.items())
-        log.info("analysis views in %s (%.1f s: %s)", self.output_dir, time.perf_counter() - started, timing)
+        log.info(
+            "analysis views of %d test images in %s (%.1f s: %s)",
+            evaluation.images_seen, self.output_dir, time.perf_counter() - started, timing,
+        )  # fmt: skip
+
+
+def gathered(evaluation: Evaluation) -> Evaluation:
+    """Under DDP, every process's :class:`Evaluation` merged into rank zero's (each test image is seen by
+    one process); ``evaluation`` itself in a single process. Every process must call it."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return evaluation
+    states: list[Any] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(states, evaluation.state())  # a few images per process: small
+    if torch.distributed.get_rank() != 0:
+        return evaluation
+    for state in states[1:]:
+        evaluation.merge(state)
+    return evaluation

@@ -8,6 +8,7 @@ batch: it can ride along the run's own test loop (the callback) or a pass of its
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -41,18 +42,37 @@ class Evaluation:
         counts = counts.view(self.num_classes, self.num_classes)
         self.confusion = counts if self.confusion is None else self.confusion + counts
         self.images_seen += int(labels.shape[0])  # host metadata: no sync
-        if self.keep <= 0:
-            return
-        scores = confidence.masked_fill(predicted == labels, -1.0)
-        images = inputs.detach()
+        if self.keep > 0:
+            self._keep(confidence.masked_fill(predicted == labels, -1.0), inputs.detach(), labels, predicted)
+
+    def _keep(self, scores: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, predicted: torch.Tensor) -> None:
+        """The top ``keep`` of what is kept so far and these candidates, by score."""
         if self._scores is not None:
-            scores = torch.cat([self._scores, scores])
-            images = torch.cat([self._images, images])
-            labels = torch.cat([self._labels, labels])
-            predicted = torch.cat([self._predicted, predicted])
+            scores = torch.cat([self._scores, scores.to(self._scores.device)])
+            images = torch.cat([self._images, images.to(self._images.device, self._images.dtype)])
+            labels = torch.cat([self._labels, labels.to(self._labels.device)])
+            predicted = torch.cat([self._predicted, predicted.to(self._predicted.device)])
         top = scores.topk(min(self.keep, scores.shape[0])).indices
         self._scores, self._images = scores[top], images[top]
         self._labels, self._predicted = labels[top], predicted[top]
+
+    def state(self) -> dict[str, Any]:
+        """Host copies of the counts and kept mistakes, to send to another process (:meth:`merge`)."""
+        kept = None
+        if self._scores is not None:
+            kept = [tensor.cpu() for tensor in (self._scores, self._images, self._labels, self._predicted)]
+        confusion = None if self.confusion is None else self.confusion.cpu()
+        return {"images_seen": self.images_seen, "confusion": confusion, "kept": kept}
+
+    def merge(self, state: dict[str, Any]) -> None:
+        """Add another evaluation's :meth:`state` (another process's share of the test images)."""
+        self.images_seen += state["images_seen"]
+        confusion = state["confusion"]
+        if confusion is not None:
+            mine = self.confusion
+            self.confusion = confusion if mine is None else mine + confusion.to(mine.device)
+        if state["kept"] is not None and self.keep > 0:
+            self._keep(*state["kept"])
 
     def mistakes(self) -> list[Mistake]:
         """The most confident mistakes, most confident first (host copies)."""

@@ -120,6 +120,23 @@ def test_evaluation_keeps_the_most_confident_mistakes_and_counts_every_image() -
     assert mistakes[0].confidence > mistakes[1].confidence
 
 
+def test_evaluations_of_two_shares_merge_into_the_evaluation_of_all() -> None:
+    # Two processes under DDP each see a share of the test images; rank zero merges their states.
+    logits = torch.tensor([[5.0, 0, 0], [0, 9.0, 0], [0, 0, 1.0], [0, 3.0, 0], [0, 0, 7.0]])
+    labels = torch.tensor([0, 0, 1, 2, 1])
+    images = torch.arange(5.0).view(5, 1, 1, 1)
+    whole, first, second = (Evaluation(num_classes=3, keep=3) for _ in range(3))
+    whole.update(images, logits, labels)
+    first.update(images[::2], logits[::2], labels[::2])
+    second.update(images[1::2], logits[1::2], labels[1::2])
+    first.merge(second.state())
+    assert first.images_seen == whole.images_seen == 5
+    assert first.confusion_matrix() == whole.confusion_matrix()
+    as_tuples = lambda e: [(int(m.image.item()), m.label, m.predicted, m.confidence) for m in e.mistakes()]  # noqa: E731
+    assert as_tuples(first) == as_tuples(whole)
+    assert [m[0] for m in as_tuples(whole)] == [1, 4, 3]  # the three surest mistakes, surest first
+
+
 def test_every_view_is_written_as_a_png(trained: TrainedModel, tmp_path: Path) -> None:
     settings = ViewSettings(cam_images=3, activation_images=1, channels=4, mistakes=4)
     seconds = write_views(trained, tmp_path, settings)

@@ -27,10 +27,12 @@ from alexnet_study.training.run import build_module
 from ..conftest import TINY, run_cli
 
 # 81 validation and test images: a sampler that pads 2 processes to equal shares would count one twice.
-DDP_DATA = [o for o in TINY if o != "trainer=cpu"] + [
+DDP_DATA = [o for o in TINY if o not in ("trainer=cpu", "analysis=none")] + [
     "data.val_size=81",
     "data.test_size=81",
     "~callbacks.dataset_views",
+    "analysis.cam_images=2",
+    "analysis.activation_images=1",
 ]
 # fp32 as the one-process reference below: the CPU's default precision depends on its bf16 instructions.
 TWO_CPU_PROCESSES = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true"]
@@ -97,6 +99,8 @@ def test_each_process_trains_on_its_share_and_rank_zero_alone_writes(ddp_run) ->
     assert not any("train_ddp_process" in part for part in provenance["command"])  # rank zero's command line
     assert sorted(p.name for p in run_dir.parent.iterdir()) == ["run"]  # no other run dir
     assert (run_dir / ".hydra" / "config.yaml").is_file()
+    # The analysis views are drawn once, by rank zero, from every process's share of the test images.
+    assert "analysis views of 81 test images" in next(run_dir.glob("*.log")).read_text()
     # No "sync_dist=True" warnings: every epoch-level value is reduced across the processes.
     assert "sync_dist" not in result.stdout + result.stderr
 
