@@ -80,7 +80,8 @@ def design(sweep: Sweep) -> Design:
         note = "the first arm: the sweep declares no report.baseline"
     else:
         wanted = [str(o).partition("=") for o in (declared if isinstance(declared, list) else [declared])]
-        found = [arm for arm in ordered if all(_same(_value(arm, k.lstrip("+")), v) for k, _, v in wanted)]
+        alone = len(ordered) == 1
+        found = [arm for arm in ordered if all(_same(_value(arm, k.lstrip("+"), alone), v) for k, _, v in wanted)]
         if found:
             ordered.remove(found[0])
             ordered.insert(0, found[0])
@@ -91,11 +92,12 @@ def design(sweep: Sweep) -> Design:
     return Design(ordered, _declared(sweep, "report.question"), note)
 
 
-def _value(arm: Arm, key: str) -> str | None:
-    """What the arm sets ``key`` to: its varying override, else its first job's config (a setting every
-    job shares, such as ``model.batchnorm=false`` given once on the command line)."""
-    if key in arm.overrides:
-        return arm.overrides[key]
+def _value(arm: Arm, key: str, alone: bool) -> str | None:
+    """What the arm sets ``key`` to: its varying override; for a sweep's only arm (repeats of one
+    recipe), also its config (``model.batchnorm=false`` given once on the command line). Beside other
+    arms, a setting they all share does not single one out as the baseline."""
+    if key in arm.overrides or not alone:
+        return arm.overrides.get(key)
     setting = arm.jobs[0].setting(key) if arm.jobs else None
     return None if setting is None else str(setting)
 

@@ -155,6 +155,16 @@ def test_repeats_of_one_recipe_are_one_arm_named_all_runs_and_meet_their_declare
     assert [arm["arm"] for arm in csv.DictReader((tmp_path / "report.csv").open())] == ["all runs"]
 
 
+def test_a_setting_every_arm_shares_does_not_single_out_a_baseline(tmp_path: Path) -> None:
+    for number, (lr, seed) in enumerate([("0.1", 0), ("0.01", 0), ("0.1", 1), ("0.01", 1)]):
+        make_job(tmp_path, number, ["model.batchnorm=false", f"optim.lr={lr}", f"seed={seed}"], test_acc=0.5, seed=seed)
+        config = "task_name: bn\nmodel:\n  batchnorm: false\nreport:\n  baseline: model.batchnorm=false\n"
+        (tmp_path / str(number) / ".hydra" / "config.yaml").write_text(config)
+    write_report(tmp_path)
+    report = (tmp_path / "report.md").read_text()
+    assert "the declared baseline model.batchnorm=false is not an arm of this sweep" in report
+
+
 def test_the_html_page_inlines_every_figure_and_fetches_nothing(declared_study: Path) -> None:
     page = (declared_study / "report.html").read_text()
     sources = re.findall(r'<img [^>]*src="([^"]+)"', page)
