@@ -95,10 +95,6 @@ class Sweep:
     jobs: list[Job]
     varying: list[str]
 
-    def label(self, job: Job) -> str:
-        """``key=value`` of the varying overrides (``job N`` when nothing varies)."""
-        return ", ".join(f"{k}={job.overrides.get(k, '-')}" for k in self.varying) or f"job {job.name}"
-
     def classes(self) -> list[str]:
         """The test set's classes (from ``per_class_acc``) when there are at most :data:`MAX_CLASS_COLUMNS`."""
         names = list(dict.fromkeys(name for job in self.jobs for name in job.metrics.get("per_class_acc") or {}))
